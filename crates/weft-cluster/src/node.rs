@@ -1,0 +1,766 @@
+//! [`Node`]: one controller's membership in the raft cluster, and the only API the
+//! controller uses to change or read replicated state.
+//!
+//! Every write, linearizable read and membership change goes through
+//! [`Node::leader_call`], which decides the row of the status table:
+//! 1. this node cannot reach a quorum (by its own probes) -> [`ClusterError::NotInQuorum`] at once;
+//! 2. this node is the leader -> run it here;
+//! 3. another node is the leader -> forward over the peer channel, then (for writes)
+//!    wait until this node has applied the entry, so the client reads its own write;
+//! 4. no leader -> wait up to `election_wait` for one, then [`ClusterError::NoLeader`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use weft_model::{Command, Outcome};
+use weft_store::{StateView, Store};
+
+use crate::error::ClusterError;
+use crate::faults::RpcKind;
+use crate::peer::{Network, PeerClient, PeerError, WireResult};
+use crate::storage::{LogStore, StateMachine};
+use crate::types::{ApplyResult, NodeId, Raft, TypeConfig};
+
+/// Timing and sizing of one node. Defaults suit a LAN or loopback cluster.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Leader heartbeat period.
+    pub heartbeat: Duration,
+    /// Randomized election timeout range.
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// How often each node probes every other member for the quorum view.
+    pub probe_interval: Duration,
+    /// A member not heard from for this long counts as unreachable.
+    pub contact_timeout: Duration,
+    /// How long a write waits for an election to finish before answering no-leader.
+    pub election_wait: Duration,
+    /// Limit for a write to be committed and applied (forwarding included).
+    pub write_timeout: Duration,
+    /// Take a snapshot after this many log entries; older entries are then purged.
+    pub snapshot_logs: u64,
+    /// Entries kept in the log behind the last snapshot (a node further behind gets the snapshot).
+    pub logs_to_keep: u64,
+    /// Writes admitted at once on the leader before answering too-many-requests.
+    pub max_inflight_writes: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
+            probe_interval: Duration::from_millis(100),
+            contact_timeout: Duration::from_millis(600),
+            election_wait: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(5),
+            snapshot_logs: 10_000,
+            logs_to_keep: 1_000,
+            max_inflight_writes: 4_096,
+        }
+    }
+}
+
+/// Requests only the leader can carry out; followers forward them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderRequest {
+    Write(Command),
+    ReadIndex,
+    AddMember { id: NodeId, url: String, voter: bool },
+    RemoveMember { id: NodeId },
+    TransferLeader { to: Option<NodeId> },
+}
+
+/// The leader's answer to a [`LeaderRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderReply {
+    Written { index: u64, result: ApplyResult },
+    ReadIndex { index: u64 },
+    Done,
+    Leader { id: NodeId },
+}
+
+/// Why a leader did not carry out a forwarded request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not (or no longer) the leader; ask again.
+    NotLeader,
+    Cluster(ClusterError),
+}
+
+/// A quorum-view probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub from: NodeId,
+}
+
+/// The answer to a probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReply {
+    pub id: NodeId,
+    /// Whether the prober is a member in the answerer's view (a removed node is not, and
+    /// so does not count the answer toward its quorum).
+    pub member: bool,
+    pub applied: Option<u64>,
+}
+
+/// What a node says about itself (`/health-checks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub applied: Option<u64>,
+    pub in_quorum: bool,
+}
+
+/// One member as this node sees it (`list-members`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub url: String,
+    pub voter: bool,
+    pub leader: bool,
+    pub connected: bool,
+    pub last_contact_ms: Option<u64>,
+    pub applied: Option<u64>,
+}
+
+/// Static identity and tuning of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// The API URL other members and clients use to reach this node.
+    pub advertise_url: String,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Contact {
+    at: Instant,
+    applied: Option<u64>,
+}
+
+struct Inner {
+    id: NodeId,
+    url: String,
+    raft: Raft,
+    sm: StateMachine,
+    peers: PeerClient,
+    contacts: Mutex<HashMap<NodeId, Contact>>,
+    timing: Timing,
+    permits: Semaphore,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A running raft member. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Internal(e.to_string())
+}
+
+impl Node {
+    /// Opens the raft member over `store` and starts its background tasks (quorum
+    /// probes, metrics). A node with an empty store waits to be initialised or added.
+    pub async fn start(cfg: NodeConfig, store: Store, peers: PeerClient) -> Result<Node, ClusterError> {
+        let t = &cfg.timing;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let raft_config = openraft::Config {
+            cluster_name: "weft".into(),
+            heartbeat_interval: ms(t.heartbeat),
+            election_timeout_min: ms(t.election_min),
+            election_timeout_max: ms(t.election_max),
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
+            max_in_snapshot_log_to_keep: t.logs_to_keep,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(internal)?;
+        let log = LogStore::new(store.clone());
+        let sm = StateMachine::new(store).map_err(internal)?;
+        let network = Network {
+            client: peers.clone(),
+        };
+        let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log, sm.clone())
+            .await
+            .map_err(internal)?;
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: cfg.id,
+                url: cfg.advertise_url,
+                raft,
+                sm,
+                peers,
+                contacts: Mutex::new(HashMap::new()),
+                permits: Semaphore::new(cfg.timing.max_inflight_writes),
+                timing: cfg.timing,
+                stop,
+            }),
+        };
+        tokio::spawn(node.clone().probe_loop());
+        tokio::spawn(node.clone().metrics_loop());
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's advertised API URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The peer client (tests reach the fault set through it).
+    pub fn peers(&self) -> &PeerClient {
+        &self.inner.peers
+    }
+
+    /// Whether this node has a membership (bootstrapped, or added by a leader).
+    pub async fn is_initialized(&self) -> Result<bool, ClusterError> {
+        self.inner.raft.is_initialized().await.map_err(internal)
+    }
+
+    /// Creates a new one-node cluster with this node as its only voter.
+    pub async fn initialize(&self) -> Result<(), ClusterError> {
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.inner.id,
+            BasicNode {
+                addr: self.inner.url.clone(),
+            },
+        );
+        self.inner.raft.initialize(members).await.map_err(internal)?;
+        // Wait until this node leads its own cluster, so the bootstrap writes can follow.
+        self.wait_for(Duration::from_secs(10), |m| {
+            m.current_leader == Some(m.id) && m.state == ServerState::Leader
+        })
+        .await
+    }
+
+    /// Stops raft and the background tasks.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        let _ = self.inner.raft.shutdown().await;
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    async fn wait_for(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&openraft::RaftMetrics<TypeConfig>) -> bool,
+    ) -> Result<(), ClusterError> {
+        let mut rx = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                if pred(&rx.borrow_and_update()) {
+                    return Ok(());
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ClusterError::Internal("raft stopped".into()));
+                }
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(ClusterError::Timeout(format!(
+                "waited {} ms for the cluster",
+                limit.as_millis()
+            ))),
+        }
+    }
+
+    /// Waits until this node has applied `index` (read-your-writes after forwarding).
+    pub async fn wait_applied(&self, index: u64, limit: Duration) -> Result<(), ClusterError> {
+        self.wait_for(limit, |m| m.last_applied.as_ref().map(|l| l.index) >= Some(index))
+            .await
+    }
+
+    /// The local replicated state (may be stale on a follower; see [`Node::linearize`]).
+    pub fn read_state(&self) -> Result<StateView, ClusterError> {
+        Ok(self.inner.sm.store().read_state()?)
+    }
+
+    /// Makes the next local read linearizable: learns the leader's commit index through
+    /// a quorum round and waits until this node has applied it.
+    pub async fn linearize(&self) -> Result<(), ClusterError> {
+        match self.leader_call(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex { index } => {
+                self.wait_applied(index, self.inner.timing.write_timeout).await
+            }
+            other => Err(internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Proposes a command; returns its log index and what applying it produced.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, Outcome), ClusterError> {
+        let started = Instant::now();
+        let reply = self.leader_call(LeaderRequest::Write(cmd)).await;
+        metrics::histogram!("weft_write_seconds").record(started.elapsed().as_secs_f64());
+        match reply? {
+            LeaderReply::Written { index, result } => Ok((index, result?)),
+            other => Err(internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Adds a member as a learner, waits until it caught up, then (if `voter`) promotes it.
+    pub async fn add_member(&self, id: NodeId, url: String, voter: bool) -> Result<(), ClusterError> {
+        self.leader_call(LeaderRequest::AddMember { id, url, voter })
+            .await
+            .map(drop)
+    }
+
+    /// Removes a member from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.leader_call(LeaderRequest::RemoveMember { id }).await.map(drop)
+    }
+
+    /// Hands leadership to `to` (or the best other voter); returns once a new leader is in office.
+    pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, ClusterError> {
+        match self.leader_call(LeaderRequest::TransferLeader { to }).await? {
+            LeaderReply::Leader { id } => {
+                // Let this node see the new leader too before answering.
+                let _ = self
+                    .wait_for(self.inner.timing.election_wait, |m| m.current_leader == Some(id))
+                    .await;
+                Ok(id)
+            }
+            other => Err(internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn voters(&self, m: &openraft::RaftMetrics<TypeConfig>) -> BTreeSet<NodeId> {
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    fn node_url(&self, id: NodeId) -> Option<String> {
+        self.metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// API URLs of the other members this node knows.
+    pub fn other_controllers(&self) -> Vec<String> {
+        self.metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.inner.id)
+            .map(|(_, n)| n.addr.clone())
+            .collect()
+    }
+
+    fn contact(&self, id: NodeId) -> Option<Contact> {
+        let g = self.inner.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&id).copied()
+    }
+
+    fn fresh(&self, c: Option<Contact>) -> bool {
+        c.is_some_and(|c| c.at.elapsed() < self.inner.timing.contact_timeout)
+    }
+
+    /// Whether this node, by its own recent contact, reaches a majority of the voters.
+    pub fn in_quorum(&self) -> bool {
+        let m = self.metrics();
+        let voters = self.voters(&m);
+        if !voters.contains(&self.inner.id) {
+            return false;
+        }
+        let reachable = voters
+            .iter()
+            .filter(|v| **v == self.inner.id || self.fresh(self.contact(**v)))
+            .count();
+        reachable * 2 > voters.len()
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            _ => "learner",
+        };
+        NodeStatus {
+            id: self.inner.id,
+            role,
+            leader: m.current_leader,
+            term: m.current_term,
+            applied: m.last_applied.map(|l| l.index),
+            in_quorum: self.in_quorum(),
+        }
+    }
+
+    /// Every member as this node sees it.
+    pub fn members(&self) -> Vec<MemberView> {
+        let m = self.metrics();
+        let voters = self.voters(&m);
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| {
+                let me = *id == self.inner.id;
+                let c = self.contact(*id);
+                MemberView {
+                    id: *id,
+                    url: n.addr.clone(),
+                    voter: voters.contains(id),
+                    leader: m.current_leader == Some(*id),
+                    connected: me || self.fresh(c),
+                    last_contact_ms: if me {
+                        Some(0)
+                    } else {
+                        c.map(|c| c.at.elapsed().as_millis() as u64)
+                    },
+                    applied: if me {
+                        m.last_applied.map(|l| l.index)
+                    } else {
+                        c.and_then(|c| c.applied)
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `req` on the leader, wherever it is (see the module doc for the rules).
+    pub async fn leader_call(&self, req: LeaderRequest) -> Result<LeaderReply, ClusterError> {
+        let t = &self.inner.timing;
+        let deadline = Instant::now() + t.election_wait;
+        loop {
+            if !self.in_quorum() {
+                return Err(ClusterError::NotInQuorum {
+                    controllers: self.other_controllers(),
+                });
+            }
+            let leader = self.metrics().current_leader;
+            match leader {
+                Some(l) if l == self.inner.id => match self.execute_as_leader(&req).await {
+                    Err(ForwardError::NotLeader) => {}
+                    Err(ForwardError::Cluster(e)) => return Err(e),
+                    Ok(reply) => return Ok(reply),
+                },
+                Some(l) => {
+                    if let Some(url) = self.node_url(l) {
+                        let limit = match req {
+                            LeaderRequest::AddMember { .. } => t.write_timeout * 6,
+                            _ => t.write_timeout,
+                        };
+                        let r: Result<Result<LeaderReply, ForwardError>, PeerError> = self
+                            .inner
+                            .peers
+                            .call(l, &url, RpcKind::Leader, &req, limit)
+                            .await;
+                        match r {
+                            Ok(Ok(reply)) => {
+                                if let LeaderReply::Written { index, .. } = &reply {
+                                    self.wait_applied(*index, t.write_timeout).await?;
+                                }
+                                return Ok(reply);
+                            }
+                            Ok(Err(ForwardError::NotLeader)) => {}
+                            Ok(Err(ForwardError::Cluster(e))) => return Err(e),
+                            // Never delivered: safe to try again (maybe another leader).
+                            Err(PeerError::Unreachable(_)) => {}
+                            // Delivered or not, we cannot know: do not run it twice.
+                            Err(e @ (PeerError::Timeout(_) | PeerError::BadReply(_))) => {
+                                return Err(ClusterError::Timeout(e.to_string()))
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NoLeader);
+            }
+            let mut rx = self.inner.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(25), rx.changed()).await;
+        }
+    }
+
+    async fn execute_as_leader(&self, req: &LeaderRequest) -> Result<LeaderReply, ForwardError> {
+        let raft = &self.inner.raft;
+        let t = &self.inner.timing;
+        let cluster = |e: ClusterError| ForwardError::Cluster(e);
+        let timed = |what: &str| cluster(ClusterError::Timeout(format!("{what} did not complete in time")));
+        match req {
+            LeaderRequest::Write(cmd) => {
+                let _permit = self
+                    .inner
+                    .permits
+                    .try_acquire()
+                    .map_err(|_| cluster(ClusterError::TooManyRequests))?;
+                let started = Instant::now();
+                let r = tokio::time::timeout(t.write_timeout, raft.client_write(cmd.clone()))
+                    .await
+                    .map_err(|_| timed("the write"))?;
+                metrics::histogram!("weft_raft_apply_seconds").record(started.elapsed().as_secs_f64());
+                let resp = r.map_err(write_error)?;
+                Ok(LeaderReply::Written {
+                    index: resp.log_id.index,
+                    result: resp.data,
+                })
+            }
+            LeaderRequest::ReadIndex => {
+                let r = tokio::time::timeout(t.write_timeout, raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await
+                    .map_err(|_| timed("the read barrier"))?;
+                match r {
+                    Ok(read) => Ok(LeaderReply::ReadIndex { index: read.index() }),
+                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                        Err(ForwardError::NotLeader)
+                    }
+                    Err(e) => Err(cluster(ClusterError::Timeout(e.to_string()))),
+                }
+            }
+            LeaderRequest::AddMember { id, url, voter } => {
+                let node = BasicNode { addr: url.clone() };
+                let r = tokio::time::timeout(t.write_timeout * 6, raft.add_learner(*id, node, true))
+                    .await
+                    .map_err(|_| timed("catching up the new member"))?;
+                r.map_err(write_error)?;
+                if *voter {
+                    let ids: BTreeSet<NodeId> = [*id].into();
+                    let r = tokio::time::timeout(
+                        t.write_timeout,
+                        raft.change_membership(ChangeMembers::AddVoterIds(ids), false),
+                    )
+                    .await
+                    .map_err(|_| timed("the promotion"))?;
+                    r.map_err(write_error)?;
+                }
+                Ok(LeaderReply::Done)
+            }
+            LeaderRequest::RemoveMember { id } => {
+                let m = self.metrics();
+                let membership = m.membership_config.membership();
+                if membership.get_node(id).is_none() {
+                    return Err(cluster(ClusterError::InvalidMembership(format!(
+                        "{id} is not a member"
+                    ))));
+                }
+                let voters = self.voters(&m);
+                let ids: BTreeSet<NodeId> = [*id].into();
+                let change = if voters.contains(id) {
+                    if voters.len() == 1 {
+                        return Err(cluster(ClusterError::InvalidMembership(
+                            "cannot remove the last voter".into(),
+                        )));
+                    }
+                    ChangeMembers::RemoveVoters(ids)
+                } else {
+                    ChangeMembers::RemoveNodes(ids)
+                };
+                let r = tokio::time::timeout(t.write_timeout, raft.change_membership(change, false))
+                    .await
+                    .map_err(|_| timed("the removal"))?;
+                r.map_err(write_error)?;
+                Ok(LeaderReply::Done)
+            }
+            LeaderRequest::TransferLeader { to } => {
+                let m = self.metrics();
+                let voters = self.voters(&m);
+                let target = match to {
+                    Some(id) if *id == self.inner.id => return Ok(LeaderReply::Leader { id: *id }),
+                    Some(id) if voters.contains(id) => *id,
+                    Some(id) => {
+                        return Err(cluster(ClusterError::InvalidMembership(format!(
+                            "{id} is not a voter"
+                        ))))
+                    }
+                    None => voters
+                        .iter()
+                        .filter(|v| **v != self.inner.id)
+                        .max_by_key(|v| {
+                            let c = self.contact(**v);
+                            (self.fresh(c), c.and_then(|c| c.applied))
+                        })
+                        .copied()
+                        .ok_or_else(|| {
+                            cluster(ClusterError::InvalidMembership(
+                                "there is no other voter to transfer to".into(),
+                            ))
+                        })?,
+                };
+                raft.trigger()
+                    .transfer_leader(target)
+                    .await
+                    .map_err(|e| cluster(internal(e)))?;
+                self.wait_for(t.election_wait + t.election_max * 4, |m| {
+                    m.current_leader == Some(target)
+                })
+                .await
+                .map_err(cluster)?;
+                Ok(LeaderReply::Leader { id: target })
+            }
+        }
+    }
+
+    /// Serves one peer RPC (`/fabric/v1/peer/<rpc>`): JSON in, JSON out.
+    pub async fn handle_peer(&self, rpc: &str, body: &[u8]) -> Result<Vec<u8>, PeerServeError> {
+        fn de<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, PeerServeError> {
+            serde_json::from_slice(b).map_err(|e| PeerServeError::BadRequest(e.to_string()))
+        }
+        fn en<T: Serialize>(v: &T) -> Result<Vec<u8>, PeerServeError> {
+            serde_json::to_vec(v).map_err(|e| PeerServeError::BadRequest(e.to_string()))
+        }
+        let raft = &self.inner.raft;
+        match rpc {
+            "append" => {
+                let r: WireResult<_> = raft.append_entries(de(body)?).await.map_err(|e| e.to_string());
+                en(&r)
+            }
+            "vote" => {
+                let (pre, req): (bool, openraft::raft::VoteRequest<TypeConfig>) = de(body)?;
+                let r: WireResult<_> = if pre {
+                    raft.pre_vote(req).await.map_err(|e| e.to_string())
+                } else {
+                    raft.vote(req).await.map_err(|e| e.to_string())
+                };
+                en(&r)
+            }
+            "snapshot" => {
+                let (vote, meta, data): (
+                    openraft::type_config::alias::VoteOf<TypeConfig>,
+                    openraft::type_config::alias::SnapshotMetaOf<TypeConfig>,
+                    Vec<u8>,
+                ) = de(body)?;
+                let snapshot = openraft::type_config::alias::SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+                    meta,
+                    snapshot: Cursor::new(data),
+                };
+                let r: WireResult<_> = raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| e.to_string());
+                en(&r)
+            }
+            "transfer-leader" => {
+                let r: WireResult<_> = raft
+                    .handle_transfer_leader(de(body)?)
+                    .await
+                    .map_err(|e| e.to_string());
+                en(&r)
+            }
+            "probe" => {
+                let req: ProbeRequest = de(body)?;
+                let m = self.metrics();
+                en(&ProbeReply {
+                    id: self.inner.id,
+                    member: m.membership_config.membership().get_node(&req.from).is_some(),
+                    applied: m.last_applied.map(|l| l.index),
+                })
+            }
+            "leader" => {
+                let req: LeaderRequest = de(body)?;
+                let r = if self.metrics().current_leader == Some(self.inner.id) {
+                    self.execute_as_leader(&req).await
+                } else {
+                    Err(ForwardError::NotLeader)
+                };
+                en(&r)
+            }
+            other => Err(PeerServeError::UnknownRpc(other.to_owned())),
+        }
+    }
+
+    async fn probe_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        let mut tick = tokio::time::interval(self.inner.timing.probe_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let m = self.metrics();
+            for (id, n) in m.membership_config.membership().nodes() {
+                if *id == self.inner.id {
+                    continue;
+                }
+                let (node, id, url) = (self.clone(), *id, n.addr.clone());
+                tokio::spawn(async move {
+                    let limit = node.inner.timing.contact_timeout / 2;
+                    let req = ProbeRequest { from: node.inner.id };
+                    let r: Result<ProbeReply, _> =
+                        node.inner.peers.call(id, &url, RpcKind::Probe, &req, limit).await;
+                    if let Ok(reply) = r {
+                        if reply.member && reply.id == id {
+                            let mut g = node.inner.contacts.lock().unwrap_or_else(|p| p.into_inner());
+                            g.insert(id, Contact { at: Instant::now(), applied: reply.applied });
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    async fn metrics_loop(self) {
+        let mut rx = self.inner.raft.metrics();
+        let mut stop = self.inner.stop.subscribe();
+        let mut last_leader = None;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                metrics::gauge!("weft_raft_term").set(m.current_term as f64);
+                metrics::gauge!("weft_raft_commit_index")
+                    .set(m.committed.map(|l| l.index).unwrap_or(0) as f64);
+                metrics::gauge!("weft_raft_applied_index")
+                    .set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+                metrics::gauge!("weft_raft_is_leader")
+                    .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+                if m.current_leader != last_leader {
+                    if m.current_leader.is_some() {
+                        metrics::counter!("weft_raft_leader_changes_total").increment(1);
+                    }
+                    last_leader = m.current_leader;
+                }
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ForwardError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ForwardError::Cluster(ClusterError::InvalidMembership(e.to_string()))
+        }
+        other => ForwardError::Cluster(ClusterError::Internal(other.to_string())),
+    }
+}
+
+/// Why a peer RPC could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerServeError {
+    #[error("unknown peer rpc {0:?}")]
+    UnknownRpc(String),
+    #[error("bad peer request: {0}")]
+    BadRequest(String),
+}

@@ -1,0 +1,4 @@
+//! placeholder
+pub mod pki;
+pub mod tls;
+pub mod tokens;

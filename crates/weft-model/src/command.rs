@@ -1,0 +1,283 @@
+//! Replicated commands and the state machine's [`apply`].
+//!
+//! Besides entities, the replicated state holds what makes the cluster one trust domain:
+//! the cluster CA, the admin account, every controller's token-signing public key and
+//! the revoked sessions. Keeping these in raft is what lets a token issued by one
+//! controller be accepted by every other one, and a logout take effect everywhere.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::entity::{self, EntityKind};
+use crate::{rfc3339, DomainError, StateRead, StateWrite, StorageFault, UnixMs};
+
+const CLUSTER: &str = "cluster";
+const ADMINS: &str = "admins";
+const NODE_KEYS: &str = "node-keys";
+const REVOKED: &str = "revoked-sessions";
+
+/// A change to the replicated state. Everything non-deterministic (ids, times, key
+/// material) is decided by the proposer and carried here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Command {
+    /// The first entry of a new cluster: its CA and its admin.
+    Bootstrap {
+        ca_cert_pem: String,
+        ca_key_pem: String,
+        admin_username: String,
+        admin_password_hash: String,
+    },
+    /// A controller's token-signing public key (hex), committed when it joins.
+    RegisterNodeKey { node_id: u64, public_key_hex: String },
+    /// Create an entity; `record` is its whole JSON form, id and times included.
+    Create { kind: EntityKind, record: Value },
+    /// Replace top-level fields of an entity.
+    Update {
+        kind: EntityKind,
+        id: String,
+        patch: Map<String, Value>,
+        at: UnixMs,
+    },
+    /// Delete an entity.
+    Delete { kind: EntityKind, id: String },
+    /// Revoke an API session everywhere (logout, admin revocation). `now` prunes
+    /// revocations of sessions that expired anyway.
+    RevokeSession {
+        session_id: String,
+        expires_at: UnixMs,
+        now: UnixMs,
+    },
+}
+
+/// What a successfully applied command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The entity as it is after the command (for deletes: as it was).
+    Entity(Value),
+    /// Nothing to return.
+    Done,
+}
+
+/// The cluster CA as stored in replicated state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The admin account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Admin {
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// Applies one command. The outer error is a storage fault (the node must stop applying);
+/// the inner one is the user's error, replicated as the command's result.
+pub fn apply(
+    st: &mut dyn StateWrite,
+    cmd: &Command,
+) -> Result<Result<Outcome, DomainError>, StorageFault> {
+    let entity = |r: Result<Value, DomainError>| r.map(Outcome::Entity);
+    match cmd {
+        Command::Bootstrap {
+            ca_cert_pem,
+            ca_key_pem,
+            admin_username,
+            admin_password_hash,
+        } => {
+            let ca = ClusterCa {
+                cert_pem: ca_cert_pem.clone(),
+                key_pem: ca_key_pem.clone(),
+            };
+            st.put(CLUSTER, "ca", &to_bytes(&ca))?;
+            let admin = Admin {
+                username: admin_username.clone(),
+                password_hash: admin_password_hash.clone(),
+            };
+            st.put(ADMINS, admin_username, &to_bytes(&admin))?;
+            Ok(Ok(Outcome::Done))
+        }
+        Command::RegisterNodeKey {
+            node_id,
+            public_key_hex,
+        } => {
+            st.put(NODE_KEYS, &node_id.to_string(), public_key_hex.as_bytes())?;
+            Ok(Ok(Outcome::Done))
+        }
+        Command::Create { kind, record } => Ok(entity(entity::create(st, *kind, record)?)),
+        Command::Update {
+            kind,
+            id,
+            patch,
+            at,
+        } => Ok(entity(entity::update(st, *kind, id, patch, &rfc3339(*at))?)),
+        Command::Delete { kind, id } => Ok(entity(entity::delete(st, *kind, id)?)),
+        Command::RevokeSession {
+            session_id,
+            expires_at,
+            now,
+        } => {
+            for (sid, exp) in st.scan(REVOKED)? {
+                if parse_ms(&exp) < *now {
+                    st.delete(REVOKED, &sid)?;
+                }
+            }
+            st.put(REVOKED, session_id, expires_at.to_string().as_bytes())?;
+            Ok(Ok(Outcome::Done))
+        }
+    }
+}
+
+fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn parse_ms(b: &[u8]) -> UnixMs {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The cluster CA, once bootstrapped.
+pub fn cluster_ca(st: &dyn StateRead) -> Result<Option<ClusterCa>, StorageFault> {
+    st.get(CLUSTER, "ca")?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| StorageFault(e.to_string())))
+        .transpose()
+}
+
+/// An admin account by user name.
+pub fn admin(st: &dyn StateRead, username: &str) -> Result<Option<Admin>, StorageFault> {
+    st.get(ADMINS, username)?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| StorageFault(e.to_string())))
+        .transpose()
+}
+
+/// The token-signing public key (hex) of a controller.
+pub fn node_key(st: &dyn StateRead, node_id: u64) -> Result<Option<String>, StorageFault> {
+    Ok(st
+        .get(NODE_KEYS, &node_id.to_string())?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// Whether a session was revoked.
+pub fn is_revoked(st: &dyn StateRead, session_id: &str) -> Result<bool, StorageFault> {
+    Ok(st.get(REVOKED, session_id)?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemState;
+    use serde_json::json;
+
+    fn svc(id: &str, name: &str) -> Command {
+        Command::Create {
+            kind: EntityKind::Service,
+            record: json!({"id": id, "name": name, "roleAttributes": [], "tags": {},
+                           "createdAt": "t0", "updatedAt": "t0"}),
+        }
+    }
+
+    #[test]
+    fn create_get_list_update_delete() {
+        let mut st = MemState::default();
+        apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        apply(&mut st, &svc("b", "db")).unwrap().unwrap();
+        let page = entity::list(&st, EntityKind::Service, 0, 10).unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(page.items[0]["name"], "db", "ordered by name");
+        let mut patch = Map::new();
+        patch.insert("name".into(), json!("web2"));
+        let out = apply(
+            &mut st,
+            &Command::Update {
+                kind: EntityKind::Service,
+                id: "a".into(),
+                patch,
+                at: 0,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let Outcome::Entity(rec) = out else { panic!() };
+        assert_eq!(rec["name"], "web2");
+        assert_eq!(entity::id_by_name(&st, EntityKind::Service, "web").unwrap(), None);
+        apply(&mut st, &svc("c", "web")).unwrap().expect("old name is free again");
+        apply(
+            &mut st,
+            &Command::Delete {
+                kind: EntityKind::Service,
+                id: "a".into(),
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(entity::list(&st, EntityKind::Service, 0, 10).unwrap().total, 2);
+    }
+
+    #[test]
+    fn duplicate_name_is_refused_and_changes_nothing() {
+        let mut st = MemState::default();
+        apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        let before = st.map.clone();
+        let err = apply(&mut st, &svc("b", "web")).unwrap().unwrap_err();
+        assert!(matches!(err, DomainError::NameTaken { .. }));
+        assert_eq!(before, st.map);
+    }
+
+    #[test]
+    fn invalid_patch_is_refused_and_changes_nothing() {
+        let mut st = MemState::default();
+        apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        let before = st.map.clone();
+        let mut patch = Map::new();
+        patch.insert("name".into(), json!(""));
+        let err = apply(
+            &mut st,
+            &Command::Update {
+                kind: EntityKind::Service,
+                id: "a".into(),
+                patch,
+                at: 0,
+            },
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(matches!(err, DomainError::InvalidField { ref field, .. } if field == "name"));
+        assert_eq!(before, st.map);
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found() {
+        let mut st = MemState::default();
+        let err = apply(
+            &mut st,
+            &Command::Delete {
+                kind: EntityKind::Service,
+                id: "nope".into(),
+            },
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(matches!(err, DomainError::NotFound { .. }));
+    }
+
+    #[test]
+    fn revocations_prune_expired_sessions() {
+        let mut st = MemState::default();
+        let revoke = |sid: &str, exp, now| Command::RevokeSession {
+            session_id: sid.into(),
+            expires_at: exp,
+            now,
+        };
+        apply(&mut st, &revoke("s1", 100, 0)).unwrap().unwrap();
+        assert!(is_revoked(&st, "s1").unwrap());
+        apply(&mut st, &revoke("s2", 500, 200)).unwrap().unwrap();
+        assert!(!is_revoked(&st, "s1").unwrap(), "expired anyway, pruned");
+        assert!(is_revoked(&st, "s2").unwrap());
+    }
+}

@@ -1,0 +1,21 @@
+//! Errors of the domain: what a user did wrong ([`DomainError`]) versus a fault of the
+//! storage below ([`StorageFault`]), which is never the user's doing.
+
+use serde::{Deserialize, Serialize};
+
+/// A command was refused by the state machine. These are replicated as the command's
+/// result, so every node gives the same answer for the same log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DomainError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: String, id: String },
+    #[error("a {kind} named {name:?} already exists")]
+    NameTaken { kind: String, name: String },
+    #[error("invalid field {field}: {reason}")]
+    InvalidField { field: String, reason: String },
+}
+
+/// The storage under the state machine failed (disk error, corrupt record).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage fault: {0}")]
+pub struct StorageFault(pub String);

@@ -1,0 +1,495 @@
+//! The one on-disk store of a controller: a single redb file holding
+//!
+//! * the **raft log** (opaque serialized entries keyed by index, appended with an fsync per
+//!   batch),
+//! * small **metadata** (vote, committed id, last purged id, current snapshot, node identity),
+//! * the **replicated state** that `weft-model`'s [`apply`](weft_model::apply) runs over, as one
+//!   ordered `(table, key) -> bytes` space ([`StateTxn`] / [`StateView`]), together with the
+//!   **state-machine metadata** (applied log id, membership) that is committed in the same
+//!   transactions as the state it describes.
+//!
+//! This crate knows nothing about openraft: log entries and metadata are bytes. `weft-cluster`
+//! encodes the raft types and decides what is durable when. Keeping everything in one file
+//! means one fsync makes the log, the vote and every earlier non-durable state commit
+//! durable together (redb commits are totally ordered).
+#![forbid(unsafe_code)]
+
+mod export;
+mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use weft_model::StorageFault;
+
+pub use export::sm_meta_from_export;
+pub use state::{StateTxn, StateView};
+
+/// Raft log: index -> serialized entry.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Raft and node metadata: name -> bytes.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Replicated state: (table, key) -> bytes. Tuple keys order by table first, so one table is
+/// one contiguous range.
+const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+/// State-machine metadata (applied log id, membership), written in the same transactions as
+/// [`STATE`].
+const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed (IO, corruption detected by redb, database already open...).
+    #[error("redb: {0}")]
+    Redb(Box<redb::Error>),
+    /// A closure run inside [`Store::write_state`] reported a storage fault; the transaction
+    /// was rolled back.
+    #[error(transparent)]
+    Fault(#[from] StorageFault),
+    /// Bytes on disk (or handed to [`Store::import_state`]) could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Redb(Box::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Maps any displayable error to the [`StorageFault`] that `weft-model` understands.
+pub(crate) fn fault(e: impl std::fmt::Display) -> StorageFault {
+    StorageFault(e.to_string())
+}
+
+fn durability(durable: bool) -> Durability {
+    if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    }
+}
+
+/// A handle on the controller's redb file. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the file and its tables if absent.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(LOG)?;
+            txn.open_table(META)?;
+            txn.open_table(STATE)?;
+            txn.open_table(SM_META)?;
+        }
+        txn.commit()?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    // ----- raft log -----
+
+    /// Appends (or overwrites) log entries in one write transaction and fsyncs before
+    /// returning, so one raft batch costs one fsync.
+    pub fn append_log(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(LOG)?;
+            for (index, bytes) in entries {
+                t.insert(*index, bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The entries with `start <= index < end_exclusive`, in index order.
+    pub fn read_log(&self, start: u64, end_exclusive: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if start >= end_exclusive {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        for row in t.range(start..end_exclusive)? {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The entry with the highest index, if the log is not empty.
+    pub fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LOG)?;
+        Ok(t.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
+    }
+
+    /// Deletes every entry with index `>= index` (conflicting suffix), durably.
+    pub fn truncate_log_from(&self, index: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(LOG)?;
+            t.retain_in(index.., |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes every entry with index `<= index` (compacted prefix). Not fsynced: losing a purge
+    /// in a crash only leaves extra entries, and the next durable commit persists it.
+    pub fn purge_log_upto(&self, index: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None);
+        {
+            let mut t = txn.open_table(LOG)?;
+            t.retain_in(..=index, |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    // ----- metadata -----
+
+    /// A metadata value (vote, committed, last purged, snapshot, node identity...).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Sets a metadata value; `durable` fsyncs before returning.
+    pub fn put_meta(&self, key: &str, value: &[u8], durable: bool) -> Result<(), StoreError> {
+        self.put_meta_many(&[(key, value)], durable)
+    }
+
+    /// Sets several metadata values in one transaction, so they are seen (and survive a crash)
+    /// together or not at all, e.g. a snapshot's metadata and its data.
+    pub fn put_meta_many(&self, entries: &[(&str, &[u8])], durable: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability(durable));
+        {
+            let mut t = txn.open_table(META)?;
+            for (k, v) in entries {
+                t.insert(*k, *v)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    // ----- replicated state -----
+
+    /// Runs `f` in ONE write transaction over the state table and commits. Used by the state
+    /// machine to apply a batch of entries AND record the applied log id (via
+    /// [`StateTxn::put_sm_meta`]) atomically.
+    ///
+    /// If `f` fails, nothing it wrote is kept. `durable = false` (no fsync) is allowed and
+    /// recommended for speed: the raft log is durable, and because applied-id and data commit
+    /// together, a crash just replays entries.
+    pub fn write_state<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut StateTxn<'_>) -> Result<T, StorageFault>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability(durable));
+        let out = {
+            let mut st = StateTxn::new(txn.open_table(STATE)?, txn.open_table(SM_META)?);
+            f(&mut st)
+        };
+        match out {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                txn.abort()?;
+                Err(StoreError::Fault(e))
+            }
+        }
+    }
+
+    /// A consistent read-only view of the replicated state, as of the last commit.
+    pub fn read_state(&self) -> Result<StateView, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(StateView::new(txn.open_table(STATE)?, txn.open_table(SM_META)?))
+    }
+
+    /// A state-machine metadata value (applied log id, membership), as last committed by
+    /// [`Store::write_state`] or [`Store::import_state`].
+    pub fn get_sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SM_META)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Serializes the whole replicated state (state table + sm meta) from one read transaction,
+    /// so the bytes are a consistent point-in-time copy (a raft snapshot's payload).
+    pub fn export_state(&self) -> Result<Vec<u8>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        let sm_meta = txn.open_table(SM_META)?;
+        let mut enc = export::Encoder::new();
+        enc.count(state.len()?);
+        for row in state.iter()? {
+            let (k, v) = row?;
+            let (table, key) = k.value();
+            enc.bytes(table.as_bytes());
+            enc.bytes(key.as_bytes());
+            enc.bytes(v.value());
+        }
+        enc.count(sm_meta.len()?);
+        for row in sm_meta.iter()? {
+            let (k, v) = row?;
+            enc.bytes(k.value().as_bytes());
+            enc.bytes(v.value());
+        }
+        Ok(enc.finish())
+    }
+
+    /// Replaces the whole replicated state (state table + sm meta) with an
+    /// [`export_state`](Store::export_state) image, atomically and durably. The bytes are fully
+    /// decoded before anything is written, so a corrupt image changes nothing.
+    pub fn import_state(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let image = export::decode(bytes)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(STATE)?;
+        txn.delete_table(SM_META)?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            for (table, key, value) in &image.state {
+                state.insert((table.as_str(), key.as_str()), value.as_slice())?;
+            }
+            let mut sm_meta = txn.open_table(SM_META)?;
+            for (key, value) in &image.sm_meta {
+                sm_meta.insert(key.as_str(), value.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_model::{StateRead, StateWrite};
+
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("weft.redb")).expect("open");
+        (dir, store)
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+        range.map(|i| (i, format!("e{i}").into_bytes())).collect()
+    }
+
+    #[test]
+    fn log_append_read_truncate_purge() {
+        let (_dir, s) = open();
+        assert_eq!(s.last_log().unwrap(), None);
+        assert!(s.read_log(0, 100).unwrap().is_empty());
+
+        s.append_log(&entries(1..=10)).unwrap();
+        assert_eq!(s.read_log(3, 6).unwrap(), entries(3..=5));
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(1..=10));
+        assert!(s.read_log(6, 3).unwrap().is_empty(), "inverted range is empty");
+        assert_eq!(s.last_log().unwrap(), Some((10, b"e10".to_vec())));
+
+        s.truncate_log_from(8).unwrap();
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(1..=7));
+
+        s.purge_log_upto(3).unwrap();
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(4..=7));
+
+        // Overwrite after truncation.
+        s.append_log(&[(8, b"x".to_vec())]).unwrap();
+        assert_eq!(s.last_log().unwrap(), Some((8, b"x".to_vec())));
+
+        s.purge_log_upto(100).unwrap();
+        assert_eq!(s.last_log().unwrap(), None);
+    }
+
+    #[test]
+    fn meta_round_trip() {
+        let (_dir, s) = open();
+        assert_eq!(s.get_meta("vote").unwrap(), None);
+        s.put_meta("vote", b"v1", true).unwrap();
+        s.put_meta("committed", b"c1", false).unwrap();
+        assert_eq!(s.get_meta("vote").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(s.get_meta("committed").unwrap(), Some(b"c1".to_vec()));
+        s.put_meta_many(&[("a", b"1"), ("vote", b"v2")], true).unwrap();
+        assert_eq!(s.get_meta("a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get_meta("vote").unwrap(), Some(b"v2".to_vec()));
+    }
+
+    #[test]
+    fn write_state_then_read_state() {
+        let (_dir, s) = open();
+        s.write_state(false, |t| {
+            t.put("b", "2", b"b2")?;
+            t.put("a", "1", b"a1")?;
+            t.put("b", "1", b"b1")?;
+            t.put("bb", "0", b"bb0")?;
+            t.put("", "x", b"empty-table")?;
+            t.put_sm_meta("applied", b"7")?;
+            // Reads inside the transaction see its own writes.
+            assert_eq!(t.get("a", "1")?, Some(b"a1".to_vec()));
+            assert_eq!(t.get_sm_meta("applied")?, Some(b"7".to_vec()));
+            Ok(())
+        })
+        .unwrap();
+
+        let v = s.read_state().unwrap();
+        assert_eq!(v.get("a", "1").unwrap(), Some(b"a1".to_vec()));
+        assert_eq!(v.get("a", "2").unwrap(), None);
+        assert_eq!(
+            v.scan("b").unwrap(),
+            vec![("1".to_owned(), b"b1".to_vec()), ("2".to_owned(), b"b2".to_vec())],
+            "scan is one table only, in key order"
+        );
+        assert_eq!(v.scan("").unwrap(), vec![("x".to_owned(), b"empty-table".to_vec())]);
+        assert!(v.scan("c").unwrap().is_empty());
+        assert_eq!(v.sm_meta("applied").unwrap(), Some(b"7".to_vec()));
+        assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"7".to_vec()));
+
+        // Delete, and a failing closure rolls back everything it wrote.
+        s.write_state(true, |t| t.delete("b", "1")).unwrap();
+        let err = s
+            .write_state(false, |t| {
+                t.put("a", "9", b"nope")?;
+                t.put_sm_meta("applied", b"8")?;
+                Err::<(), _>(StorageFault("boom".into()))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fault(_)));
+        let v = s.read_state().unwrap();
+        assert_eq!(v.scan("b").unwrap(), vec![("2".to_owned(), b"b2".to_vec())]);
+        assert_eq!(v.get("a", "9").unwrap(), None);
+        assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"7".to_vec()));
+    }
+
+    #[test]
+    fn a_view_is_a_snapshot_in_time() {
+        let (_dir, s) = open();
+        s.write_state(false, |t| t.put("t", "k", b"1")).unwrap();
+        let before = s.read_state().unwrap();
+        s.write_state(false, |t| t.put("t", "k", b"2")).unwrap();
+        assert_eq!(before.get("t", "k").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.read_state().unwrap().get("t", "k").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn export_import_round_trip() {
+        let (_d1, a) = open();
+        a.write_state(false, |t| {
+            t.put("services", "id1", b"{\"name\":\"web\"}")?;
+            t.put("services.by-name", "web", b"id1")?;
+            t.put("weird\u{0}table", "k\u{0}", &[0, 255, 1])?;
+            t.put_sm_meta("applied", b"{\"index\":3}")
+        })
+        .unwrap();
+        let image = a.export_state().unwrap();
+        assert_eq!(
+            sm_meta_from_export(&image, "applied").unwrap(),
+            Some(b"{\"index\":3}".to_vec())
+        );
+        assert_eq!(sm_meta_from_export(&image, "membership").unwrap(), None);
+
+        let (_d2, b) = open();
+        b.write_state(false, |t| {
+            t.put("stale", "x", b"old")?;
+            t.put_sm_meta("stale-meta", b"old")
+        })
+        .unwrap();
+        b.import_state(&image).unwrap();
+        let v = b.read_state().unwrap();
+        assert!(v.scan("stale").unwrap().is_empty(), "import replaces, not merges");
+        assert_eq!(b.get_sm_meta("stale-meta").unwrap(), None);
+        assert_eq!(v.get("services", "id1").unwrap(), Some(b"{\"name\":\"web\"}".to_vec()));
+        assert_eq!(v.get("weird\u{0}table", "k\u{0}").unwrap(), Some(vec![0, 255, 1]));
+        assert_eq!(b.get_sm_meta("applied").unwrap(), Some(b"{\"index\":3}".to_vec()));
+        assert_eq!(b.export_state().unwrap(), image, "export of an import is identical");
+
+        // Corrupt images are refused and change nothing.
+        for bad in [&image[..image.len() - 1], b"garbage".as_slice(), &[]] {
+            assert!(matches!(b.import_state(bad), Err(StoreError::Corrupt(_))));
+        }
+        let mut trailing = image.clone();
+        trailing.push(0);
+        assert!(matches!(b.import_state(&trailing), Err(StoreError::Corrupt(_))));
+        assert_eq!(b.export_state().unwrap(), image);
+    }
+
+    #[test]
+    fn reopen_keeps_durable_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            let clone = s.clone();
+            s.append_log(&entries(1..=5)).unwrap();
+            s.purge_log_upto(1).unwrap();
+            s.put_meta("vote", b"v", true).unwrap();
+            clone.write_state(true, |t| {
+                t.put("t", "k", b"v")?;
+                t.put_sm_meta("applied", b"5")
+            })
+            .unwrap();
+            assert!(
+                Store::open(&path).is_err(),
+                "a second open of the same file in one process is refused"
+            );
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.read_log(0, 100).unwrap(), entries(2..=5));
+        assert_eq!(s.get_meta("vote").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(s.read_state().unwrap().get("t", "k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"5".to_vec()));
+    }
+
+    #[test]
+    fn non_durable_commits_are_made_durable_by_a_later_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            s.write_state(false, |t| t.put("t", "k", b"v")).unwrap();
+            s.put_meta("committed", b"c", false).unwrap();
+            s.append_log(&entries(1..=1)).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.read_state().unwrap().get("t", "k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(s.get_meta("committed").unwrap(), Some(b"c".to_vec()));
+    }
+}
