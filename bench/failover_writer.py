@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """Tight, bounded write loop used by cluster.sh to measure leader-kill failover.
 
-Sends one write at a time to a single node (a survivor), each with a short timeout, and
-logs every attempt as a line:  ok|err  START_NS  END_NS  DETAIL
+Starts one write every --interval-ms (default 10 ms) to a single node (a survivor), each
+with a short per-request timeout (--timeout, default 0.5 s), on a pool of worker threads
+with one keep-alive connection each. So a request that hangs during the election (etcd
+keeps a proposal on a leaderless follower until the client gives up) does not delay the
+next one: the time resolution is the interval, not the timeout. Every attempt is logged as
+    ok|err  START_NS  END_NS  DETAIL
 (START/END are CLOCK_REALTIME nanoseconds, the same clock as `date +%s%N`). cluster.sh
 records the kill time and takes the first `ok` line whose START is after it.
 
-A connection is kept alive between writes; after a timeout or a connection error it is
-dropped and a new one is opened. The loop stops after --max-seconds, on SIGTERM/SIGINT,
-or when --stop-file appears.
+After a timeout or a connection error the worker's connection is dropped and reopened on
+its next request. The loop stops after --max-seconds, on SIGTERM/SIGINT, or when
+--stop-file appears.
 """
 import argparse
 import base64
 import http.client
 import json
 import os
+import queue
 import signal
 import ssl
 import sys
+import threading
 import time
 
 PAYLOAD = "".join(
@@ -42,6 +48,8 @@ def main():
     ap.add_argument("--token", help="weft session token (or env WEFT_TOKEN)")
     ap.add_argument("--prefix", default="fo")
     ap.add_argument("--timeout", type=float, default=0.5, help="per-request timeout, s")
+    ap.add_argument("--interval-ms", type=float, default=10.0, help="start a write every ... ms")
+    ap.add_argument("--workers", type=int, default=64, help="threads (max writes in flight)")
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--stop-file")
     ap.add_argument("--out", required=True)
@@ -73,15 +81,17 @@ def main():
             {"Content-Type": "application/json", "zt-session": token},
         )
 
-    deadline = time.monotonic() + a.max_seconds
-    conn = None
-    n = 0
-    with open(a.out, "w", buffering=1) as out:
-        while not stop and time.monotonic() < deadline:
-            if a.stop_file and n % 8 == 0 and os.path.exists(a.stop_file):
+    lock = threading.Lock()
+    jobs = queue.Queue()
+    out = open(a.out, "w", buffering=1)
+
+    def worker():
+        conn = None
+        while True:
+            name = jobs.get()
+            if name is None:
                 break
-            n += 1
-            path, body, headers = request("%s-%d" % (a.prefix, n))
+            path, body, headers = request(name)
             t0 = time.time_ns()
             detail = ""
             ok = False
@@ -107,11 +117,34 @@ def main():
                     conn.close()
                 conn = None
             t1 = time.time_ns()
-            out.write("%s %d %d %s\n" % ("ok" if ok else "err", t0, t1, detail))
-            if not ok and t1 - t0 < 5_000_000:
-                time.sleep(0.005)  # fast failure (refused, 503): don't spin a core
-    if conn is not None:
-        conn.close()
+            with lock:
+                out.write("%s %d %d %s\n" % ("ok" if ok else "err", t0, t1, detail))
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.workers)]
+    for t in threads:
+        t.start()
+
+    interval = a.interval_ms / 1000.0
+    start = time.monotonic()
+    deadline = start + a.max_seconds
+    n = 0
+    while not stop and time.monotonic() < deadline:
+        if a.stop_file and n % 16 == 0 and os.path.exists(a.stop_file):
+            break
+        # Never queue up more than the pool can start: a backlog would only delay sends.
+        if jobs.qsize() < 2:
+            n += 1
+            jobs.put("%s-%d" % (a.prefix, n))
+        next_tick = start + n * interval
+        delay = next_tick - time.monotonic()
+        time.sleep(delay if delay > 0 else interval)
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join(timeout=a.timeout + 1)
+    out.close()
     return 0
 
 

@@ -132,9 +132,17 @@ mod tests {
     fn status_table_matches_design() {
         let table = [
             (ErrorCode::ClusterNoLeader, 503, "CLUSTER_NO_LEADER"),
-            (ErrorCode::ControllerNotInQuorum, 421, "CONTROLLER_NOT_IN_QUORUM"),
+            (
+                ErrorCode::ControllerNotInQuorum,
+                421,
+                "CONTROLLER_NOT_IN_QUORUM",
+            ),
             (ErrorCode::Timeout, 503, "TIMEOUT"),
-            (ErrorCode::ServerTooManyRequests, 429, "SERVER_TOO_MANY_REQUESTS"),
+            (
+                ErrorCode::ServerTooManyRequests,
+                429,
+                "SERVER_TOO_MANY_REQUESTS",
+            ),
             (ErrorCode::InvalidAuth, 401, "INVALID_AUTH"),
             (ErrorCode::Unauthorized, 401, "UNAUTHORIZED"),
             (ErrorCode::Forbidden, 403, "FORBIDDEN"),
@@ -142,7 +150,11 @@ mod tests {
             (ErrorCode::InvalidField, 400, "INVALID_FIELD"),
             (ErrorCode::NotFound, 404, "NOT_FOUND"),
             (ErrorCode::EntityAlreadyExists, 409, "ENTITY_ALREADY_EXISTS"),
-            (ErrorCode::RequestEntityTooLarge, 413, "REQUEST_ENTITY_TOO_LARGE"),
+            (
+                ErrorCode::RequestEntityTooLarge,
+                413,
+                "REQUEST_ENTITY_TOO_LARGE",
+            ),
             (ErrorCode::Unhandled, 500, "UNHANDLED"),
         ];
         for (code, status, s) in table {

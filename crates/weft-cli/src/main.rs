@@ -1,1 +1,195 @@
-fn main() {}
+//! The `weft` binary: a thin layer of argument parsing over the library crates.
+//! `controller run` starts a controller, `cluster ...` calls the cluster API,
+//! `quickstart` runs a local three-node cluster, `version` prints the version.
+#![forbid(unsafe_code)]
+
+mod cluster_cmd;
+mod quickstart;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use weft_controller::{Controller, ControllerOptions, Timing};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "weft: a zero-trust overlay network")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a controller.
+    Controller {
+        #[command(subcommand)]
+        cmd: ControllerCmd,
+    },
+    /// Inspect and change the controller cluster.
+    Cluster(cluster_cmd::ClusterArgs),
+    /// Start a local three-controller cluster and keep it running until Ctrl-C.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ControllerCmd {
+    /// Run a controller node (see `weft controller run --help`).
+    Run(RunArgs),
+}
+
+/// Flags of `weft controller run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Directory for this node's data (raft log, state, certificates, keys).
+    #[arg(long, env = "WEFT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (HTTPS: REST API and peer RPC).
+    #[arg(long, env = "WEFT_LISTEN")]
+    pub listen: SocketAddr,
+    /// URL others use to reach this node (default: https:// + listen address).
+    #[arg(long, env = "WEFT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Create a new cluster (only on an empty data dir; ignored otherwise).
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// URL of a member to ask for admission (with --join-token).
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Join token from `weft cluster join-token`.
+    #[arg(long, env = "WEFT_JOIN_TOKEN")]
+    pub join_token: Option<String>,
+    /// Admin user name created at bootstrap.
+    #[arg(long, default_value = "admin")]
+    pub admin_user: String,
+    /// Admin password at bootstrap (default: generated and written to DIR/admin-password).
+    #[arg(long, env = "WEFT_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Session token lifetime in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub session_ttl_secs: u64,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Minimum raft election timeout in milliseconds (the maximum is twice this).
+    #[arg(long, default_value_t = 200)]
+    pub election_timeout_ms: u64,
+    /// How long a write waits for an election before answering 503 CLUSTER_NO_LEADER.
+    #[arg(long, default_value_t = 2000)]
+    pub election_wait_ms: u64,
+    /// Take a snapshot (and compact the log) every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_logs: u64,
+}
+
+impl RunArgs {
+    /// The controller options these flags describe.
+    pub fn options(&self) -> ControllerOptions {
+        let mut o = ControllerOptions::new(&self.data_dir, self.listen);
+        o.advertise = self.advertise.clone();
+        o.bootstrap = self.bootstrap;
+        o.join = self.join.clone();
+        o.join_token = self.join_token.clone();
+        o.admin_user = self.admin_user.clone();
+        o.admin_password = self.admin_password.clone();
+        o.session_ttl = Duration::from_secs(self.session_ttl_secs.max(1));
+        let ms = Duration::from_millis;
+        o.timing = Timing {
+            heartbeat: ms(self.heartbeat_ms.max(1)),
+            election_min: ms(self.election_timeout_ms.max(2)),
+            election_max: ms(self.election_timeout_ms.max(2) * 2),
+            contact_timeout: ms((self.election_timeout_ms * 3).max(300)),
+            election_wait: ms(self.election_wait_ms),
+            snapshot_logs: self.snapshot_logs.max(2),
+            logs_to_keep: (self.snapshot_logs / 10).max(1),
+            ..Timing::default()
+        };
+        o
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
+    let controller = Controller::start(args.options())
+        .await
+        .context("starting the controller")?;
+    if let Some(p) = &controller.generated_password {
+        eprintln!(
+            "generated admin password (also in {}): {p}",
+            args.data_dir.join("admin-password").display()
+        );
+    }
+    tracing::info!(url = %controller.url, node_id = controller.node.id(), "controller running");
+    println!(
+        "weft controller {} listening on {}",
+        controller.node.id(),
+        controller.url
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    controller.stop().await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Controller {
+                cmd: ControllerCmd::Run(args),
+            } => run_controller(args).await,
+            Cmd::Cluster(args) => cluster_cmd::run(args).await,
+            Cmd::Quickstart(args) => quickstart::run(args).await,
+            Cmd::Version => {
+                println!("weft {}", env!("CARGO_PKG_VERSION"));
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -14,6 +14,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
@@ -73,9 +74,17 @@ impl Default for Timing {
 pub enum LeaderRequest {
     Write(Command),
     ReadIndex,
-    AddMember { id: NodeId, url: String, voter: bool },
-    RemoveMember { id: NodeId },
-    TransferLeader { to: Option<NodeId> },
+    AddMember {
+        id: NodeId,
+        url: String,
+        voter: bool,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+    TransferLeader {
+        to: Option<NodeId>,
+    },
 }
 
 /// The leader's answer to a [`LeaderRequest`].
@@ -174,7 +183,11 @@ fn internal(e: impl std::fmt::Display) -> ClusterError {
 impl Node {
     /// Opens the raft member over `store` and starts its background tasks (quorum
     /// probes, metrics). A node with an empty store waits to be initialised or added.
-    pub async fn start(cfg: NodeConfig, store: Store, peers: PeerClient) -> Result<Node, ClusterError> {
+    pub async fn start(
+        cfg: NodeConfig,
+        store: Store,
+        peers: PeerClient,
+    ) -> Result<Node, ClusterError> {
         let t = &cfg.timing;
         let ms = |d: Duration| d.as_millis() as u64;
         let raft_config = openraft::Config {
@@ -246,7 +259,11 @@ impl Node {
                 addr: self.inner.url.clone(),
             },
         );
-        self.inner.raft.initialize(members).await.map_err(internal)?;
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(internal)?;
         // Wait until this node leads its own cluster, so the bootstrap writes can follow.
         self.wait_for(Duration::from_secs(10), |m| {
             m.current_leader == Some(m.id) && m.state == ServerState::Leader
@@ -261,7 +278,7 @@ impl Node {
     }
 
     fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
-        self.inner.raft.metrics().borrow().clone()
+        self.inner.raft.metrics().borrow_watched().clone()
     }
 
     async fn wait_for(
@@ -291,8 +308,10 @@ impl Node {
 
     /// Waits until this node has applied `index` (read-your-writes after forwarding).
     pub async fn wait_applied(&self, index: u64, limit: Duration) -> Result<(), ClusterError> {
-        self.wait_for(limit, |m| m.last_applied.as_ref().map(|l| l.index) >= Some(index))
-            .await
+        self.wait_for(limit, |m| {
+            m.last_applied.as_ref().map(|l| l.index) >= Some(index)
+        })
+        .await
     }
 
     /// The local replicated state (may be stale on a follower; see [`Node::linearize`]).
@@ -305,7 +324,8 @@ impl Node {
     pub async fn linearize(&self) -> Result<(), ClusterError> {
         match self.leader_call(LeaderRequest::ReadIndex).await? {
             LeaderReply::ReadIndex { index } => {
-                self.wait_applied(index, self.inner.timing.write_timeout).await
+                self.wait_applied(index, self.inner.timing.write_timeout)
+                    .await
             }
             other => Err(internal(format!("unexpected reply {other:?}"))),
         }
@@ -323,7 +343,12 @@ impl Node {
     }
 
     /// Adds a member as a learner, waits until it caught up, then (if `voter`) promotes it.
-    pub async fn add_member(&self, id: NodeId, url: String, voter: bool) -> Result<(), ClusterError> {
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        url: String,
+        voter: bool,
+    ) -> Result<(), ClusterError> {
         self.leader_call(LeaderRequest::AddMember { id, url, voter })
             .await
             .map(drop)
@@ -331,16 +356,23 @@ impl Node {
 
     /// Removes a member from the cluster.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
-        self.leader_call(LeaderRequest::RemoveMember { id }).await.map(drop)
+        self.leader_call(LeaderRequest::RemoveMember { id })
+            .await
+            .map(drop)
     }
 
     /// Hands leadership to `to` (or the best other voter); returns once a new leader is in office.
     pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, ClusterError> {
-        match self.leader_call(LeaderRequest::TransferLeader { to }).await? {
+        match self
+            .leader_call(LeaderRequest::TransferLeader { to })
+            .await?
+        {
             LeaderReply::Leader { id } => {
                 // Let this node see the new leader too before answering.
                 let _ = self
-                    .wait_for(self.inner.timing.election_wait, |m| m.current_leader == Some(id))
+                    .wait_for(self.inner.timing.election_wait, |m| {
+                        m.current_leader == Some(id)
+                    })
                     .await;
                 Ok(id)
             }
@@ -372,7 +404,11 @@ impl Node {
     }
 
     fn contact(&self, id: NodeId) -> Option<Contact> {
-        let g = self.inner.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self
+            .inner
+            .contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         g.get(&id).copied()
     }
 
@@ -504,7 +540,11 @@ impl Node {
         let raft = &self.inner.raft;
         let t = &self.inner.timing;
         let cluster = |e: ClusterError| ForwardError::Cluster(e);
-        let timed = |what: &str| cluster(ClusterError::Timeout(format!("{what} did not complete in time")));
+        let timed = |what: &str| {
+            cluster(ClusterError::Timeout(format!(
+                "{what} did not complete in time"
+            )))
+        };
         match req {
             LeaderRequest::Write(cmd) => {
                 let _permit = self
@@ -516,7 +556,8 @@ impl Node {
                 let r = tokio::time::timeout(t.write_timeout, raft.client_write(cmd.clone()))
                     .await
                     .map_err(|_| timed("the write"))?;
-                metrics::histogram!("weft_raft_apply_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("weft_raft_apply_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 let resp = r.map_err(write_error)?;
                 Ok(LeaderReply::Written {
                     index: resp.log_id.index,
@@ -524,11 +565,16 @@ impl Node {
                 })
             }
             LeaderRequest::ReadIndex => {
-                let r = tokio::time::timeout(t.write_timeout, raft.ensure_linearizable(ReadPolicy::ReadIndex))
-                    .await
-                    .map_err(|_| timed("the read barrier"))?;
+                let r = tokio::time::timeout(
+                    t.write_timeout,
+                    raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await
+                .map_err(|_| timed("the read barrier"))?;
                 match r {
-                    Ok(read) => Ok(LeaderReply::ReadIndex { index: read.index() }),
+                    Ok(read) => Ok(LeaderReply::ReadIndex {
+                        index: read.index(),
+                    }),
                     Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
                         Err(ForwardError::NotLeader)
                     }
@@ -537,9 +583,10 @@ impl Node {
             }
             LeaderRequest::AddMember { id, url, voter } => {
                 let node = BasicNode { addr: url.clone() };
-                let r = tokio::time::timeout(t.write_timeout * 6, raft.add_learner(*id, node, true))
-                    .await
-                    .map_err(|_| timed("catching up the new member"))?;
+                let r =
+                    tokio::time::timeout(t.write_timeout * 6, raft.add_learner(*id, node, true))
+                        .await
+                        .map_err(|_| timed("catching up the new member"))?;
                 r.map_err(write_error)?;
                 if *voter {
                     let ids: BTreeSet<NodeId> = [*id].into();
@@ -573,9 +620,10 @@ impl Node {
                 } else {
                     ChangeMembers::RemoveNodes(ids)
                 };
-                let r = tokio::time::timeout(t.write_timeout, raft.change_membership(change, false))
-                    .await
-                    .map_err(|_| timed("the removal"))?;
+                let r =
+                    tokio::time::timeout(t.write_timeout, raft.change_membership(change, false))
+                        .await
+                        .map_err(|_| timed("the removal"))?;
                 r.map_err(write_error)?;
                 Ok(LeaderReply::Done)
             }
@@ -629,7 +677,10 @@ impl Node {
         let raft = &self.inner.raft;
         match rpc {
             "append" => {
-                let r: WireResult<_> = raft.append_entries(de(body)?).await.map_err(|e| e.to_string());
+                let r: WireResult<_> = raft
+                    .append_entries(de(body)?)
+                    .await
+                    .map_err(|e| e.to_string());
                 en(&r)
             }
             "vote" => {
@@ -647,10 +698,11 @@ impl Node {
                     openraft::type_config::alias::SnapshotMetaOf<TypeConfig>,
                     Vec<u8>,
                 ) = de(body)?;
-                let snapshot = openraft::type_config::alias::SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
-                    meta,
-                    snapshot: Cursor::new(data),
-                };
+                let snapshot =
+                    openraft::type_config::alias::SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+                        meta,
+                        snapshot: Cursor::new(data),
+                    };
                 let r: WireResult<_> = raft
                     .install_full_snapshot(vote, snapshot)
                     .await
@@ -669,7 +721,11 @@ impl Node {
                 let m = self.metrics();
                 en(&ProbeReply {
                     id: self.inner.id,
-                    member: m.membership_config.membership().get_node(&req.from).is_some(),
+                    member: m
+                        .membership_config
+                        .membership()
+                        .get_node(&req.from)
+                        .is_some(),
                     applied: m.last_applied.map(|l| l.index),
                 })
             }
@@ -703,13 +759,28 @@ impl Node {
                 let (node, id, url) = (self.clone(), *id, n.addr.clone());
                 tokio::spawn(async move {
                     let limit = node.inner.timing.contact_timeout / 2;
-                    let req = ProbeRequest { from: node.inner.id };
-                    let r: Result<ProbeReply, _> =
-                        node.inner.peers.call(id, &url, RpcKind::Probe, &req, limit).await;
+                    let req = ProbeRequest {
+                        from: node.inner.id,
+                    };
+                    let r: Result<ProbeReply, _> = node
+                        .inner
+                        .peers
+                        .call(id, &url, RpcKind::Probe, &req, limit)
+                        .await;
                     if let Ok(reply) = r {
                         if reply.member && reply.id == id {
-                            let mut g = node.inner.contacts.lock().unwrap_or_else(|p| p.into_inner());
-                            g.insert(id, Contact { at: Instant::now(), applied: reply.applied });
+                            let mut g = node
+                                .inner
+                                .contacts
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner());
+                            g.insert(
+                                id,
+                                Contact {
+                                    at: Instant::now(),
+                                    applied: reply.applied,
+                                },
+                            );
                         }
                     }
                 });
@@ -726,11 +797,14 @@ impl Node {
                 let m = rx.borrow_and_update();
                 metrics::gauge!("weft_raft_term").set(m.current_term as f64);
                 metrics::gauge!("weft_raft_commit_index")
-                    .set(m.committed.map(|l| l.index).unwrap_or(0) as f64);
+                    .set(m.cluster_committed.map(|l| l.index).unwrap_or(0) as f64);
                 metrics::gauge!("weft_raft_applied_index")
                     .set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
-                metrics::gauge!("weft_raft_is_leader")
-                    .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+                metrics::gauge!("weft_raft_is_leader").set(if m.state == ServerState::Leader {
+                    1.0
+                } else {
+                    0.0
+                });
                 if m.current_leader != last_leader {
                     if m.current_leader.is_some() {
                         metrics::counter!("weft_raft_leader_changes_total").increment(1);

@@ -1,4 +1,25 @@
-//! placeholder
+//! The controller: the HTTPS server with the management, client and cluster APIs,
+//! authentication and sessions, the cluster PKI, and the start-up paths of a node
+//! (bootstrap, join, wait to be added, restart).
+//!
+//! Handlers never pick a status: they return [`error::ApiError`], whose code decides it
+//! (`weft_api::ErrorCode::status`). Replicated state is reached only through
+//! `weft_cluster::Node`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cluster_api;
+pub mod error;
+pub mod http;
+pub mod peer_api;
 pub mod pki;
+pub mod server;
+pub mod services;
+pub mod session;
+pub mod status;
 pub mod tls;
 pub mod tokens;
+
+pub use server::{Controller, ControllerOptions, StartError};
+pub use weft_cluster::{Faults, RpcKind, Timing};

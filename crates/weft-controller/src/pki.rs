@@ -18,8 +18,7 @@ use std::time::{Duration, SystemTime};
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -307,7 +306,8 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(cert.is_ca());
         assert_eq!(cert.subject(), cert.issuer());
-        let years = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
+        let years = (cert.validity().not_after.timestamp()
+            - cert.validity().not_before.timestamp())
             / (365 * 24 * 3600);
         assert_eq!(years, 10);
         cert.verify_signature(None).unwrap();
@@ -367,7 +367,12 @@ mod tests {
     fn sign_csr_rejects_garbage_and_unsupported_sans() {
         let ca = generate_ca("test").unwrap();
         assert!(sign_csr(&ca, "", 1).is_err());
-        assert!(sign_csr(&ca, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", 1).is_err());
+        assert!(sign_csr(
+            &ca,
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            1
+        )
+        .is_err());
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![SanType::URI("spiffe://x/y".try_into().unwrap())];
@@ -393,7 +398,10 @@ mod tests {
             key_pem: other.key_pem,
         };
         let csr = make_csr(&generate_key_pem().unwrap(), &hosts(&["127.0.0.1"])).unwrap();
-        assert!(matches!(sign_csr(&bad, &csr, 1), Err(PkiError::KeyMismatch)));
+        assert!(matches!(
+            sign_csr(&bad, &csr, 1),
+            Err(PkiError::KeyMismatch)
+        ));
     }
 
     #[test]
@@ -418,17 +426,19 @@ mod tests {
         let ca = generate_ca("fp").unwrap();
         let fp = ca_fingerprint(&ca.cert_pem).unwrap();
         assert_eq!(fp.len(), 64);
-        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_eq!(
+        assert!(fp
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(fp, hex_lower(&Sha256::digest(parse_pem_cert(&ca.cert_pem))));
+        assert_ne!(
             fp,
-            hex_lower(&Sha256::digest(parse_pem_cert(&ca.cert_pem)))
+            ca_fingerprint(&generate_ca("fp").unwrap().cert_pem).unwrap()
         );
-        assert_ne!(fp, ca_fingerprint(&generate_ca("fp").unwrap().cert_pem).unwrap());
         assert!(matches!(ca_fingerprint("junk"), Err(PkiError::Pem(_))));
-        assert!(ca_fingerprint(
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-        )
-        .is_err());
+        assert!(
+            ca_fingerprint("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
     }
 
     #[test]
@@ -438,7 +448,13 @@ mod tests {
         assert_eq!(node_id_from_cert_der(b""), None);
         assert_eq!(node_id_from_cert_der(b"\x30\x03\x02\x01\x00"), None);
         let key = KeyPair::generate().unwrap();
-        for cn in ["weft-node-", "weft-node-+5", "weft-node-1x", "node-1", "weft-node-99999999999999999999"] {
+        for cn in [
+            "weft-node-",
+            "weft-node-+5",
+            "weft-node-1x",
+            "node-1",
+            "weft-node-99999999999999999999",
+        ] {
             let mut params = CertificateParams::new(vec!["a".to_string()]).unwrap();
             params.distinguished_name = DistinguishedName::new();
             params.distinguished_name.push(DnType::CommonName, cn);
@@ -456,13 +472,19 @@ mod tests {
 
     #[test]
     fn host_of_url_handles_ipv4_ipv6_and_dns() {
-        assert_eq!(host_of_url("https://127.0.0.1:7001").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            host_of_url("https://127.0.0.1:7001").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(host_of_url("https://[::1]:7001/x").as_deref(), Some("::1"));
         assert_eq!(
             host_of_url("https://Node1.Example:7001/api?q=1").as_deref(),
             Some("node1.example")
         );
-        assert_eq!(host_of_url("http://localhost").as_deref(), Some("localhost"));
+        assert_eq!(
+            host_of_url("http://localhost").as_deref(),
+            Some("localhost")
+        );
         assert_eq!(host_of_url("127.0.0.1:7001"), None);
         assert_eq!(host_of_url(""), None);
         assert_eq!(host_of_url("not a url"), None);

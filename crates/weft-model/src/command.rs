@@ -29,7 +29,10 @@ pub enum Command {
         admin_password_hash: String,
     },
     /// A controller's token-signing public key (hex), committed when it joins.
-    RegisterNodeKey { node_id: u64, public_key_hex: String },
+    RegisterNodeKey {
+        node_id: u64,
+        public_key_hex: String,
+    },
     /// Create an entity; `record` is its whole JSON form, id and times included.
     Create { kind: EntityKind, record: Value },
     /// Replace top-level fields of an entity.
@@ -205,8 +208,13 @@ mod tests {
         .unwrap();
         let Outcome::Entity(rec) = out else { panic!() };
         assert_eq!(rec["name"], "web2");
-        assert_eq!(entity::id_by_name(&st, EntityKind::Service, "web").unwrap(), None);
-        apply(&mut st, &svc("c", "web")).unwrap().expect("old name is free again");
+        assert_eq!(
+            entity::id_by_name(&st, EntityKind::Service, "web").unwrap(),
+            None
+        );
+        apply(&mut st, &svc("c", "web"))
+            .unwrap()
+            .expect("old name is free again");
         apply(
             &mut st,
             &Command::Delete {
@@ -216,7 +224,10 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(entity::list(&st, EntityKind::Service, 0, 10).unwrap().total, 2);
+        assert_eq!(
+            entity::list(&st, EntityKind::Service, 0, 10).unwrap().total,
+            2
+        );
     }
 
     #[test]
@@ -279,5 +290,26 @@ mod tests {
         apply(&mut st, &revoke("s2", 500, 200)).unwrap().unwrap();
         assert!(!is_revoked(&st, "s1").unwrap(), "expired anyway, pruned");
         assert!(is_revoked(&st, "s2").unwrap());
+    }
+}
+
+/// A short summary for logs. Never prints key material or password hashes.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Bootstrap { admin_username, .. } => {
+                write!(f, "bootstrap(admin={admin_username})")
+            }
+            Command::RegisterNodeKey { node_id, .. } => write!(f, "register-node-key({node_id})"),
+            Command::Create { kind, record } => write!(
+                f,
+                "create {}({})",
+                kind.singular(),
+                record.get("id").and_then(Value::as_str).unwrap_or("?")
+            ),
+            Command::Update { kind, id, .. } => write!(f, "update {}({id})", kind.singular()),
+            Command::Delete { kind, id } => write!(f, "delete {}({id})", kind.singular()),
+            Command::RevokeSession { session_id, .. } => write!(f, "revoke-session({session_id})"),
+        }
     }
 }

@@ -14,7 +14,9 @@ pub mod error;
 pub mod state;
 pub mod validate;
 
-pub use command::{admin, apply, cluster_ca, is_revoked, node_key, Admin, ClusterCa, Command, Outcome};
+pub use command::{
+    admin, apply, cluster_ca, is_revoked, node_key, Admin, ClusterCa, Command, Outcome,
+};
 pub use entity::{EntityKind, ListPage};
 pub use error::{DomainError, StorageFault};
 pub use state::{StateRead, StateWrite};

@@ -65,7 +65,9 @@ mod tests {
     fn attributes_reject_role_syntax_and_duplicates() {
         assert!(role_attributes("roleAttributes", &["a".into(), "b".into()]).is_ok());
         let e = role_attributes("roleAttributes", &["a".into(), "a".into()]).unwrap_err();
-        assert!(matches!(e, DomainError::InvalidField { ref field, .. } if field == "roleAttributes[1]"));
+        assert!(
+            matches!(e, DomainError::InvalidField { ref field, .. } if field == "roleAttributes[1]")
+        );
         assert!(role_attributes("roleAttributes", &["#a".into()]).is_err());
     }
 }

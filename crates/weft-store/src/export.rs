@@ -112,7 +112,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Image, StoreError> {
 }
 
 fn capacity(n: u64, remaining: usize, min_row: usize) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX).min(remaining / min_row)
+    usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .min(remaining / min_row)
 }
 
 /// Reads one state-machine metadata value (e.g. the applied log id) out of an export made by

@@ -20,7 +20,7 @@ mod state;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use weft_model::StorageFault;
 
 pub use export::sm_meta_from_export;
@@ -129,7 +129,11 @@ impl Store {
     }
 
     /// The entries with `start <= index < end_exclusive`, in index order.
-    pub fn read_log(&self, start: u64, end_exclusive: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub fn read_log(
+        &self,
+        start: u64,
+        end_exclusive: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         if start >= end_exclusive {
             return Ok(Vec::new());
         }
@@ -147,7 +151,8 @@ impl Store {
     pub fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(LOG)?;
-        Ok(t.last()?.map(|(k, v)| (k.value(), v.value().to_vec())))
+        let last = t.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+        Ok(last)
     }
 
     /// Deletes every entry with index `>= index` (conflicting suffix), durably.
@@ -181,7 +186,8 @@ impl Store {
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(META)?;
-        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        let value = t.get(key)?.map(|v| v.value().to_vec());
+        Ok(value)
     }
 
     /// Sets a metadata value; `durable` fsyncs before returning.
@@ -191,7 +197,11 @@ impl Store {
 
     /// Sets several metadata values in one transaction, so they are seen (and survive a crash)
     /// together or not at all, e.g. a snapshot's metadata and its data.
-    pub fn put_meta_many(&self, entries: &[(&str, &[u8])], durable: bool) -> Result<(), StoreError> {
+    pub fn put_meta_many(
+        &self,
+        entries: &[(&str, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability(durable));
         {
@@ -239,7 +249,10 @@ impl Store {
     /// A consistent read-only view of the replicated state, as of the last commit.
     pub fn read_state(&self) -> Result<StateView, StoreError> {
         let txn = self.db.begin_read()?;
-        Ok(StateView::new(txn.open_table(STATE)?, txn.open_table(SM_META)?))
+        Ok(StateView::new(
+            txn.open_table(STATE)?,
+            txn.open_table(SM_META)?,
+        ))
     }
 
     /// A state-machine metadata value (applied log id, membership), as last committed by
@@ -247,7 +260,8 @@ impl Store {
     pub fn get_sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(SM_META)?;
-        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        let value = t.get(key)?.map(|v| v.value().to_vec());
+        Ok(value)
     }
 
     /// Serializes the whole replicated state (state table + sm meta) from one read transaction,
@@ -323,7 +337,10 @@ mod tests {
         s.append_log(&entries(1..=10)).unwrap();
         assert_eq!(s.read_log(3, 6).unwrap(), entries(3..=5));
         assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(1..=10));
-        assert!(s.read_log(6, 3).unwrap().is_empty(), "inverted range is empty");
+        assert!(
+            s.read_log(6, 3).unwrap().is_empty(),
+            "inverted range is empty"
+        );
         assert_eq!(s.last_log().unwrap(), Some((10, b"e10".to_vec())));
 
         s.truncate_log_from(8).unwrap();
@@ -348,7 +365,8 @@ mod tests {
         s.put_meta("committed", b"c1", false).unwrap();
         assert_eq!(s.get_meta("vote").unwrap(), Some(b"v1".to_vec()));
         assert_eq!(s.get_meta("committed").unwrap(), Some(b"c1".to_vec()));
-        s.put_meta_many(&[("a", b"1"), ("vote", b"v2")], true).unwrap();
+        s.put_meta_many(&[("a", b"1"), ("vote", b"v2")], true)
+            .unwrap();
         assert_eq!(s.get_meta("a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get_meta("vote").unwrap(), Some(b"v2".to_vec()));
     }
@@ -375,10 +393,16 @@ mod tests {
         assert_eq!(v.get("a", "2").unwrap(), None);
         assert_eq!(
             v.scan("b").unwrap(),
-            vec![("1".to_owned(), b"b1".to_vec()), ("2".to_owned(), b"b2".to_vec())],
+            vec![
+                ("1".to_owned(), b"b1".to_vec()),
+                ("2".to_owned(), b"b2".to_vec())
+            ],
             "scan is one table only, in key order"
         );
-        assert_eq!(v.scan("").unwrap(), vec![("x".to_owned(), b"empty-table".to_vec())]);
+        assert_eq!(
+            v.scan("").unwrap(),
+            vec![("x".to_owned(), b"empty-table".to_vec())]
+        );
         assert!(v.scan("c").unwrap().is_empty());
         assert_eq!(v.sm_meta("applied").unwrap(), Some(b"7".to_vec()));
         assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"7".to_vec()));
@@ -406,7 +430,10 @@ mod tests {
         let before = s.read_state().unwrap();
         s.write_state(false, |t| t.put("t", "k", b"2")).unwrap();
         assert_eq!(before.get("t", "k").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(s.read_state().unwrap().get("t", "k").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            s.read_state().unwrap().get("t", "k").unwrap(),
+            Some(b"2".to_vec())
+        );
     }
 
     #[test]
@@ -434,12 +461,28 @@ mod tests {
         .unwrap();
         b.import_state(&image).unwrap();
         let v = b.read_state().unwrap();
-        assert!(v.scan("stale").unwrap().is_empty(), "import replaces, not merges");
+        assert!(
+            v.scan("stale").unwrap().is_empty(),
+            "import replaces, not merges"
+        );
         assert_eq!(b.get_sm_meta("stale-meta").unwrap(), None);
-        assert_eq!(v.get("services", "id1").unwrap(), Some(b"{\"name\":\"web\"}".to_vec()));
-        assert_eq!(v.get("weird\u{0}table", "k\u{0}").unwrap(), Some(vec![0, 255, 1]));
-        assert_eq!(b.get_sm_meta("applied").unwrap(), Some(b"{\"index\":3}".to_vec()));
-        assert_eq!(b.export_state().unwrap(), image, "export of an import is identical");
+        assert_eq!(
+            v.get("services", "id1").unwrap(),
+            Some(b"{\"name\":\"web\"}".to_vec())
+        );
+        assert_eq!(
+            v.get("weird\u{0}table", "k\u{0}").unwrap(),
+            Some(vec![0, 255, 1])
+        );
+        assert_eq!(
+            b.get_sm_meta("applied").unwrap(),
+            Some(b"{\"index\":3}".to_vec())
+        );
+        assert_eq!(
+            b.export_state().unwrap(),
+            image,
+            "export of an import is identical"
+        );
 
         // Corrupt images are refused and change nothing.
         for bad in [&image[..image.len() - 1], b"garbage".as_slice(), &[]] {
@@ -447,7 +490,10 @@ mod tests {
         }
         let mut trailing = image.clone();
         trailing.push(0);
-        assert!(matches!(b.import_state(&trailing), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            b.import_state(&trailing),
+            Err(StoreError::Corrupt(_))
+        ));
         assert_eq!(b.export_state().unwrap(), image);
     }
 
@@ -461,11 +507,12 @@ mod tests {
             s.append_log(&entries(1..=5)).unwrap();
             s.purge_log_upto(1).unwrap();
             s.put_meta("vote", b"v", true).unwrap();
-            clone.write_state(true, |t| {
-                t.put("t", "k", b"v")?;
-                t.put_sm_meta("applied", b"5")
-            })
-            .unwrap();
+            clone
+                .write_state(true, |t| {
+                    t.put("t", "k", b"v")?;
+                    t.put_sm_meta("applied", b"5")
+                })
+                .unwrap();
             assert!(
                 Store::open(&path).is_err(),
                 "a second open of the same file in one process is refused"
@@ -474,7 +521,10 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.read_log(0, 100).unwrap(), entries(2..=5));
         assert_eq!(s.get_meta("vote").unwrap(), Some(b"v".to_vec()));
-        assert_eq!(s.read_state().unwrap().get("t", "k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            s.read_state().unwrap().get("t", "k").unwrap(),
+            Some(b"v".to_vec())
+        );
         assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"5".to_vec()));
     }
 
@@ -489,7 +539,10 @@ mod tests {
             s.append_log(&entries(1..=1)).unwrap();
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.read_state().unwrap().get("t", "k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            s.read_state().unwrap().get("t", "k").unwrap(),
+            Some(b"v".to_vec())
+        );
         assert_eq!(s.get_meta("committed").unwrap(), Some(b"c".to_vec()));
     }
 }

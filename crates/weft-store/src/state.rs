@@ -33,7 +33,11 @@ impl<'a> StateTxn<'a> {
     /// Reads state-machine metadata as seen by this transaction (e.g. the applied log id, to
     /// skip entries that were already applied).
     pub fn get_sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        Ok(self.sm_meta.get(key).map_err(fault)?.map(|v| v.value().to_vec()))
+        Ok(self
+            .sm_meta
+            .get(key)
+            .map_err(fault)?
+            .map(|v| v.value().to_vec()))
     }
 }
 
@@ -77,7 +81,11 @@ impl StateView {
 
     /// State-machine metadata as of this view, e.g. the applied log id the data corresponds to.
     pub fn sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        Ok(self.sm_meta.get(key).map_err(fault)?.map(|v| v.value().to_vec()))
+        Ok(self
+            .sm_meta
+            .get(key)
+            .map_err(fault)?
+            .map(|v| v.value().to_vec()))
     }
 }
 
@@ -101,7 +109,9 @@ fn get<T>(t: &T, table: &str, key: &str) -> Result<Option<Vec<u8>>, StorageFault
 where
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
-    Ok(t.get((table, key)).map_err(fault)?.map(|v| v.value().to_vec()))
+    Ok(t.get((table, key))
+        .map_err(fault)?
+        .map(|v| v.value().to_vec()))
 }
 
 /// All rows of one logical table: the key range `[(table, ""), (table + "\0", ""))`, because

@@ -1,0 +1,299 @@
+//! `/fabric/v1/cluster/*`: membership operations (admin), join tokens, and the two calls
+//! a joining node makes with its join token (certificate, then membership).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use weft_api::models::{
+    AddMember, ClusterMember, JoinToken, LeaderInOffice, RemoveMember, TransferLeadership,
+};
+use weft_api::ErrorCode;
+use weft_cluster::NodeId;
+use weft_model::Command;
+
+use crate::app::Shared;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::http::{ok, JsonBody, OptionalJsonBody};
+use crate::pki::{self, CaMaterial};
+use crate::tls;
+use crate::tokens::{self, JoinClaims};
+
+/// How long a join token is valid.
+pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a member id as the API shows it (a decimal string).
+pub fn parse_node_id(field: &str, s: &str) -> Result<NodeId, ApiError> {
+    s.trim()
+        .parse::<NodeId>()
+        .ok()
+        .filter(|id| *id != 0)
+        .ok_or_else(|| ApiError::field(field, format!("{s:?} is not a member id")))
+}
+
+/// `GET /fabric/v1/cluster/list-members`.
+pub async fn list_members(State(state): State<Shared>, _admin: Admin) -> Response {
+    let members: Vec<ClusterMember> = state
+        .node
+        .members()
+        .into_iter()
+        .map(|m| ClusterMember {
+            id: m.id.to_string(),
+            address: m.url,
+            voter: m.voter,
+            leader: m.leader,
+            connected: m.connected,
+            last_contact_ms: m.last_contact_ms,
+            applied_index: m.applied,
+        })
+        .collect();
+    ok(members)
+}
+
+/// `POST /fabric/v1/cluster/remove-member`.
+pub async fn remove_member(
+    State(state): State<Shared>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<RemoveMember>,
+) -> Result<Response, ApiError> {
+    let id = parse_node_id("id", &body.id)?;
+    state.node.remove_member(id).await?;
+    Ok(ok(serde_json::json!({})))
+}
+
+/// `POST /fabric/v1/cluster/transfer-leadership`: returns once the new leader is in office.
+pub async fn transfer_leadership(
+    State(state): State<Shared>,
+    _admin: Admin,
+    OptionalJsonBody(body): OptionalJsonBody<TransferLeadership>,
+) -> Result<Response, ApiError> {
+    let to = match body.new_leader_id {
+        Some(s) => Some(parse_node_id("newLeaderId", &s)?),
+        None => None,
+    };
+    let id = state.node.transfer_leadership(to).await?;
+    Ok(ok(LeaderInOffice {
+        leader_id: id.to_string(),
+    }))
+}
+
+/// `POST /fabric/v1/cluster/join-token`.
+pub async fn join_token(State(state): State<Shared>, _admin: Admin) -> Result<Response, ApiError> {
+    let exp = weft_model::now_ms() + JOIN_TOKEN_TTL.as_millis() as i64;
+    let claims = JoinClaims {
+        ca: pki::ca_fingerprint(&state.ca_pem).map_err(ApiError::internal)?,
+        exp,
+        kid: state.signer.node_id,
+        nonce: weft_model::new_id(),
+    };
+    Ok(ok(JoinToken {
+        token: state.signer.sign_join(&claims),
+        expires_at: weft_model::rfc3339(exp),
+    }))
+}
+
+/// The cluster CA certificate (public; a joining node pins it by the fingerprint in its token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCert {
+    pub ca_pem: String,
+}
+
+/// `GET /fabric/v1/cluster/ca`.
+pub async fn ca(State(state): State<Shared>) -> Response {
+    ok(CaCert {
+        ca_pem: state.ca_pem.clone(),
+    })
+}
+
+/// A joining node's certificate request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinCertificateRequest {
+    pub token: String,
+    pub node_id: String,
+    pub csr_pem: String,
+}
+
+/// The signed certificate for a joining node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinCertificate {
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+/// A joining node asks to be added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRequest {
+    pub token: String,
+    pub node_id: String,
+    pub address: String,
+    pub public_key_hex: String,
+}
+
+async fn check_join_token(state: &Shared, token: &str) -> Result<(), ApiError> {
+    let verify = |state: &Shared| -> Result<Result<JoinClaims, tokens::TokenError>, ApiError> {
+        let view = state.node.read_state()?;
+        Ok(tokens::verify_join(token, weft_model::now_ms(), |kid| {
+            weft_model::node_key(&view, kid).ok().flatten()
+        }))
+    };
+    let claims = match verify(state)? {
+        Err(tokens::TokenError::UnknownKey(_)) => {
+            let _ = state.node.linearize().await;
+            verify(state)?
+        }
+        other => other,
+    }
+    .map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJoinToken,
+            format!("join token refused: {e}"),
+        )
+    })?;
+    let ours = pki::ca_fingerprint(&state.ca_pem).map_err(ApiError::internal)?;
+    if claims.ca != ours {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJoinToken,
+            "join token is for another cluster",
+        ));
+    }
+    Ok(())
+}
+
+fn cluster_ca(state: &Shared) -> Result<CaMaterial, ApiError> {
+    let view = state.node.read_state()?;
+    let ca = weft_model::cluster_ca(&view)?.ok_or_else(|| {
+        ApiError::from(weft_cluster::ClusterError::NotInQuorum {
+            controllers: state.node.other_controllers(),
+        })
+    })?;
+    Ok(CaMaterial {
+        cert_pem: ca.cert_pem,
+        key_pem: ca.key_pem,
+    })
+}
+
+/// `POST /fabric/v1/cluster/join/certificate`.
+pub async fn join_certificate(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<JoinCertificateRequest>,
+) -> Result<Response, ApiError> {
+    check_join_token(&state, &req.token).await?;
+    let id = parse_node_id("nodeId", &req.node_id)?;
+    let ca = cluster_ca(&state)?;
+    let cert_pem = pki::sign_csr(&ca, &req.csr_pem, id)
+        .map_err(|e| ApiError::field("csrPem", e.to_string()))?;
+    Ok(ok(JoinCertificate {
+        cert_pem,
+        ca_pem: state.ca_pem.clone(),
+    }))
+}
+
+/// `POST /fabric/v1/cluster/join`: registers the node's signing key, adds it as a learner,
+/// and promotes it to voter once it has caught up.
+pub async fn join(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<JoinRequest>,
+) -> Result<Response, ApiError> {
+    check_join_token(&state, &req.token).await?;
+    let id = parse_node_id("nodeId", &req.node_id)?;
+    validate_url("address", &req.address)?;
+    if req.public_key_hex.len() != 64 || !req.public_key_hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(ApiError::field("publicKeyHex", "must be 64 hex characters"));
+    }
+    state
+        .node
+        .write(Command::RegisterNodeKey {
+            node_id: id,
+            public_key_hex: req.public_key_hex.to_ascii_lowercase(),
+        })
+        .await?;
+    state.node.add_member(id, req.address, true).await?;
+    Ok(ok(serde_json::json!({ "nodeId": id.to_string() })))
+}
+
+fn validate_url(field: &str, url: &str) -> Result<(), ApiError> {
+    if !url.starts_with("https://") || pki::host_of_url(url).is_none() {
+        return Err(ApiError::field(
+            field,
+            format!("{url:?} is not an https:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a node waiting to be added (`--join-token` without `--join`) tells the member
+/// that adds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNode {
+    pub node_id: String,
+    pub csr_pem: String,
+    pub public_key_hex: String,
+}
+
+/// `POST /fabric/v1/cluster/add-member`: adds a node that waits with a join token. This
+/// member fetches the node's certificate request, signs it with the cluster CA, hands
+/// the certificate over (the waiting node checks the CA against its token's
+/// fingerprint), registers its signing key and adds it.
+pub async fn add_member(
+    State(state): State<Shared>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<AddMember>,
+) -> Result<Response, ApiError> {
+    validate_url("address", &body.address)?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        ApiError::field(
+            "address",
+            format!("no waiting controller answered there: {e}"),
+        )
+    };
+    let client = tls::insecure_http_client(Duration::from_secs(5)).map_err(ApiError::internal)?;
+    let base = body.address.trim_end_matches('/');
+    let pending: weft_api::Envelope<PendingNode> = client
+        .get(format!("{base}/fabric/v1/cluster/pending"))
+        .send()
+        .await
+        .map_err(|e| unreachable(&e))?
+        .json()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let pending = pending.data;
+    let id = parse_node_id("nodeId", &pending.node_id)?;
+    let ca = cluster_ca(&state)?;
+    let cert_pem = pki::sign_csr(&ca, &pending.csr_pem, id).map_err(|e| unreachable(&e))?;
+    let accept = JoinCertificate {
+        cert_pem,
+        ca_pem: state.ca_pem.clone(),
+    };
+    let resp = client
+        .post(format!("{base}/fabric/v1/cluster/pending/accept"))
+        .json(&accept)
+        .send()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    if !resp.status().is_success() {
+        return Err(unreachable(&format!(
+            "it refused the certificate: HTTP {}",
+            resp.status()
+        )));
+    }
+    state
+        .node
+        .write(Command::RegisterNodeKey {
+            node_id: id,
+            public_key_hex: pending.public_key_hex.to_ascii_lowercase(),
+        })
+        .await?;
+    state
+        .node
+        .add_member(id, body.address.clone(), body.is_voter)
+        .await?;
+    Ok(ok(serde_json::json!({ "id": id.to_string() })))
+}

@@ -1,0 +1,211 @@
+//! [`ApiError`]: every failure a handler can return, and the one place where it becomes
+//! an HTTP status, an `error.code` and the JSON envelope.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use weft_api::{ErrorBody, ErrorCode, ErrorEnvelope, Meta};
+use weft_cluster::ClusterError;
+use weft_model::DomainError;
+
+/// A failed request. The code decides the status ([`ErrorCode::status`]).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub cause: Option<String>,
+    pub data: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            cause: None,
+            data: None,
+        }
+    }
+
+    /// Adds the cause (for field errors: the field's name and why).
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// A field error naming the field.
+    pub fn field(field: &str, reason: impl Into<String>) -> Self {
+        ApiError::new(
+            ErrorCode::InvalidField,
+            format!("invalid value for {field}"),
+        )
+        .with_cause(format!("{field}: {}", reason.into()))
+    }
+
+    /// A bug or a local fault: logged, answered as 500 UNHANDLED.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "unhandled error");
+        ApiError::new(ErrorCode::Unhandled, "internal error").with_cause(e.to_string())
+    }
+
+    /// Renders the envelope with the request id.
+    pub fn into_response_with_id(self, request_id: &str) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+                cause: self.cause,
+                request_id: request_id.to_owned(),
+                data: self.data,
+            },
+            meta: Meta::default(),
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.code.retry_after_secs() {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"weft\", zt-session"),
+            );
+        }
+        resp
+    }
+}
+
+/// Handlers return `ApiError`; the request-id middleware fills in the id (it replaces
+/// the placeholder below with the real one, see `http::request_id`).
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = self
+            .clone()
+            .into_response_with_id(crate::http::PENDING_REQUEST_ID);
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let msg = e.to_string();
+        match e {
+            DomainError::NotFound { .. } => ApiError::new(ErrorCode::NotFound, msg),
+            DomainError::NameTaken { .. } => {
+                ApiError::new(ErrorCode::EntityAlreadyExists, msg).with_cause("name")
+            }
+            DomainError::InvalidField { field, reason } => ApiError::field(&field, reason),
+        }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ClusterError::NoLeader => ApiError::new(ErrorCode::ClusterNoLeader, msg),
+            ClusterError::NotInQuorum { controllers } => {
+                let mut err = ApiError::new(ErrorCode::ControllerNotInQuorum, msg);
+                err.data = Some(serde_json::json!({ "controllers": controllers }));
+                err
+            }
+            ClusterError::Timeout(_) => ApiError::new(ErrorCode::Timeout, msg),
+            ClusterError::TooManyRequests => ApiError::new(ErrorCode::ServerTooManyRequests, msg),
+            ClusterError::Domain(d) => d.into(),
+            ClusterError::InvalidMembership(_) => {
+                ApiError::new(ErrorCode::InvalidMembershipChange, msg)
+            }
+            ClusterError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+impl From<weft_store::StoreError> for ApiError {
+    fn from(e: weft_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<weft_model::StorageFault> for ApiError {
+    fn from(e: weft_model::StorageFault) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each cluster state maps to its row of the status table, never to a 500.
+    #[test]
+    fn cluster_states_map_to_the_status_table() {
+        let cases = [
+            (ClusterError::NoLeader, 503, "CLUSTER_NO_LEADER"),
+            (
+                ClusterError::NotInQuorum {
+                    controllers: vec!["https://b".into()],
+                },
+                421,
+                "CONTROLLER_NOT_IN_QUORUM",
+            ),
+            (ClusterError::Timeout("x".into()), 503, "TIMEOUT"),
+            (
+                ClusterError::TooManyRequests,
+                429,
+                "SERVER_TOO_MANY_REQUESTS",
+            ),
+            (
+                ClusterError::Domain(DomainError::NameTaken {
+                    kind: "service".into(),
+                    name: "a".into(),
+                }),
+                409,
+                "ENTITY_ALREADY_EXISTS",
+            ),
+            (
+                ClusterError::Domain(DomainError::NotFound {
+                    kind: "service".into(),
+                    id: "a".into(),
+                }),
+                404,
+                "NOT_FOUND",
+            ),
+            (
+                ClusterError::Domain(DomainError::InvalidField {
+                    field: "name".into(),
+                    reason: "r".into(),
+                }),
+                400,
+                "INVALID_FIELD",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let api: ApiError = err.into();
+            assert_eq!(api.code.status(), status);
+            assert_eq!(api.code.as_str(), code);
+        }
+    }
+
+    #[test]
+    fn not_in_quorum_lists_the_other_controllers_and_retryables_carry_retry_after() {
+        let api: ApiError = ClusterError::NotInQuorum {
+            controllers: vec!["https://b".into()],
+        }
+        .into();
+        let resp = api.into_response_with_id("r1");
+        assert_eq!(resp.status(), 421);
+        let api: ApiError = ClusterError::NoLeader.into();
+        let resp = api.into_response_with_id("r2");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn unauthorized_carries_www_authenticate() {
+        let resp = ApiError::new(ErrorCode::Unauthorized, "no token").into_response_with_id("r");
+        assert!(resp.headers().contains_key("www-authenticate"));
+    }
+}

@@ -1,0 +1,257 @@
+//! HTTP plumbing shared by every route: request ids, the JSON body extractor with its
+//! size limit, query parsing for lists, success envelopes, and per-route metrics.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use weft_api::{Envelope, ErrorCode, Meta, Pagination};
+
+use crate::error::ApiError;
+
+/// Largest JSON body accepted (bigger bodies get 413 before they are read whole).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Placeholder replaced by the real request id in [`request_id`].
+pub const PENDING_REQUEST_ID: &str = "-";
+
+/// The id of the request being served (an extension set by [`request_id`]).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Middleware: gives every request an id, puts it in `X-Request-Id`, fills it into
+/// error envelopes, and records `weft_http_requests_total{route,method,status}`.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = weft_model::new_id();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
+        let headers = resp.headers().clone();
+        resp = err.into_response_with_id(&id);
+        for (k, v) in headers.iter() {
+            if k != "content-length" && k != "content-type" {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(weft_api::REQUEST_ID_HEADER, v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("weft_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("weft_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A JSON body: at most [`MAX_BODY`] bytes (413), valid JSON of the right shape (400
+/// `COULD_NOT_PARSE_BODY`, the cause names the problem and its position).
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body means `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, ApiError> {
+        read_json(req, false).await.map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, ApiError> {
+        read_json(req, true).await.map(OptionalJsonBody)
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> Result<T, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::RequestEntityTooLarge,
+            format!("the body must be at most {MAX_BODY} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_BODY as u64 {
+            return Err(too_large());
+        }
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if empty_ok {
+            // `null` deserializes into any `Default` body via serde's Option handling below.
+            return serde_json::from_slice(b"{}").map_err(|e| {
+                ApiError::new(ErrorCode::CouldNotParseBody, "a JSON body is required")
+                    .with_cause(e.to_string())
+            });
+        }
+        return Err(ApiError::new(
+            ErrorCode::CouldNotParseBody,
+            "a JSON body is required",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::CouldNotParseBody,
+            "the body is not valid JSON for this request",
+        )
+        .with_cause(e.to_string())
+    })
+}
+
+/// `{"data": ...}` with 200.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    (StatusCode::OK, axum::Json(Envelope::new(data))).into_response()
+}
+
+/// `{"data": ...}` with 201.
+pub fn created<T: Serialize>(data: T) -> Response {
+    (StatusCode::CREATED, axum::Json(Envelope::new(data))).into_response()
+}
+
+/// A list with `meta.pagination`.
+pub fn page<T: Serialize>(items: Vec<T>, paging: Paging, total: u64) -> Response {
+    let env = Envelope {
+        data: items,
+        meta: Meta {
+            pagination: Some(Pagination {
+                limit: paging.limit,
+                offset: paging.offset,
+                total_count: total,
+            }),
+        },
+    };
+    (StatusCode::OK, axum::Json(env)).into_response()
+}
+
+/// Marks a response as possibly stale (served by a node that is not in quorum).
+pub fn mark_stale(mut resp: Response, stale: bool) -> Response {
+    if stale {
+        resp.headers_mut()
+            .insert(weft_api::STALE_HEADER, HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// Default and maximum page size.
+pub const DEFAULT_LIMIT: u32 = 10;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Validated `limit`/`offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// The query string of a read: paging and consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadQuery {
+    pub paging: Paging,
+    pub linearizable: bool,
+}
+
+/// Parses `limit`, `offset` and `consistency` from a raw query string.
+pub fn parse_read_query(raw: Option<&str>) -> Result<ReadQuery, ApiError> {
+    let mut q = ReadQuery {
+        paging: Paging {
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        },
+        linearizable: false,
+    };
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "limit" => {
+                let n: u32 = v.parse().map_err(|_| {
+                    ApiError::field("limit", format!("{v:?} is not a whole number"))
+                })?;
+                if n == 0 || n > MAX_LIMIT {
+                    return Err(ApiError::field(
+                        "limit",
+                        format!("must be 1 to {MAX_LIMIT}"),
+                    ));
+                }
+                q.paging.limit = n;
+            }
+            "offset" => {
+                q.paging.offset = v.parse().map_err(|_| {
+                    ApiError::field("offset", format!("{v:?} is not a whole number >= 0"))
+                })?;
+            }
+            "consistency" => match v {
+                "linearizable" => q.linearizable = true,
+                "local" | "" => q.linearizable = false,
+                other => {
+                    return Err(ApiError::field(
+                        "consistency",
+                        format!("{other:?}: use local or linearizable"),
+                    ))
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_defaults_and_bounds() {
+        let q = parse_read_query(None).unwrap();
+        assert_eq!(
+            q.paging,
+            Paging {
+                limit: 10,
+                offset: 0
+            }
+        );
+        let q = parse_read_query(Some("limit=500&offset=3&consistency=linearizable")).unwrap();
+        assert_eq!(
+            q.paging,
+            Paging {
+                limit: 500,
+                offset: 3
+            }
+        );
+        assert!(q.linearizable);
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "limit=-1",
+            "limit=x",
+            "offset=-2",
+            "offset=1.5",
+            "consistency=eventual",
+        ] {
+            let e = parse_read_query(Some(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidField, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! API sessions: authenticate, show, refresh, logout.
+//!
+//! Logging in needs no raft write: the token is signed by this node's key, which every
+//! node already knows from replicated state. Logging out is a raft write (a revocation),
+//! acknowledged only once committed, so after it no node that applied it accepts the token.
+
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use weft_api::models::{ApiSession, PasswordLogin};
+use weft_api::ErrorCode;
+use weft_model::Command;
+
+use crate::app::Shared;
+use crate::auth::Session;
+use crate::error::ApiError;
+use crate::http::{ok, JsonBody};
+use crate::tokens::{self, SessionClaims};
+
+fn issue(state: &Shared, sid: String, sub: String, adm: bool) -> ApiSession {
+    let now = weft_model::now_ms();
+    let exp = now + state.session_ttl.as_millis() as i64;
+    let claims = SessionClaims {
+        sid: sid.clone(),
+        sub: sub.clone(),
+        adm,
+        iat: now,
+        exp,
+        kid: state.signer.node_id,
+    };
+    ApiSession {
+        id: sid,
+        token: state.signer.sign_session(&claims),
+        expires_at: weft_model::rfc3339(exp),
+        identity: sub,
+        is_admin: adm,
+    }
+}
+
+/// `POST .../authenticate?method=password`.
+pub async fn authenticate(
+    State(state): State<Shared>,
+    RawQuery(query): RawQuery,
+    JsonBody(login): JsonBody<PasswordLogin>,
+) -> Result<Response, ApiError> {
+    let method = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("method="))
+        .unwrap_or("");
+    if method != "password" {
+        return Err(ApiError::field(
+            "method",
+            format!("{method:?} is not supported; use method=password"),
+        ));
+    }
+    let view = state.node.read_state()?;
+    let admin = weft_model::admin(&view, &login.username)?;
+    let hash = admin.as_ref().map(|a| a.password_hash.clone());
+    let password = login.password.clone();
+    // argon2 is deliberately slow: keep it off the async workers.
+    let good = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => tokens::verify_password(&password, &h),
+        None => false,
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if !good {
+        return Err(ApiError::new(
+            ErrorCode::InvalidAuth,
+            "invalid username or password",
+        ));
+    }
+    Ok(ok(issue(
+        &state,
+        weft_model::new_id(),
+        login.username,
+        true,
+    )))
+}
+
+/// `GET /edge/client/v1/current-api-session`.
+pub async fn current(Session(claims, token): Session) -> Response {
+    ok(ApiSession {
+        id: claims.sid,
+        token,
+        expires_at: weft_model::rfc3339(claims.exp),
+        identity: claims.sub,
+        is_admin: claims.adm,
+    })
+}
+
+/// `POST /edge/client/v1/current-api-session/refresh`: a new token for the same
+/// session, with a new expiry.
+pub async fn refresh(State(state): State<Shared>, Session(claims, _): Session) -> Response {
+    ok(issue(&state, claims.sid, claims.sub, claims.adm))
+}
+
+/// `DELETE /edge/client/v1/current-api-session`: revokes the session everywhere.
+pub async fn logout(
+    State(state): State<Shared>,
+    Session(claims, _): Session,
+) -> Result<Response, ApiError> {
+    let now = weft_model::now_ms();
+    // Any refreshed token of this session expires by now + ttl at the latest.
+    let expires_at = now + state.session_ttl.as_millis() as i64 + 60_000;
+    state
+        .node
+        .write(Command::RevokeSession {
+            session_id: claims.sid.clone(),
+            expires_at,
+            now,
+        })
+        .await?;
+    Ok(ok(serde_json::json!({})))
+}

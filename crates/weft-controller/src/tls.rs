@@ -1,0 +1,718 @@
+//! TLS plumbing: rustls configurations, HTTPS clients and the HTTPS serving loop.
+//!
+//! All controller traffic (REST API and Raft RPCs between peers) is HTTPS on one port.
+//! This module owns how that TLS is set up so every caller gets the same policy:
+//!
+//! * only the `ring` crypto provider is used, passed explicitly to every config;
+//! * servers present their node certificate and *optionally* accept a client
+//!   certificate, which, when presented, must chain to the cluster CA. A verified
+//!   certificate whose CN is `weft-node-<id>` identifies the calling peer, exposed to
+//!   handlers as the [`PeerNode`] request extension;
+//! * clients trust only the cluster CA and check host names normally. The single
+//!   exception, [`insecure_http_client`], exists only to download the CA certificate
+//!   during join, which the caller must then check against a pinned fingerprint.
+//!
+//! [`serve`] is a small accept loop (tokio-rustls + hyper-util HTTP/1.1 + axum) with
+//! handshake timeouts and graceful shutdown. The server certificate can be swapped at
+//! runtime through [`ReloadableServerCert`], returned by [`server_config_reloadable`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::pki::node_id_from_cert_der;
+
+/// How long a client gets to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets to send a complete request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight connections may keep running after shutdown was requested.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Upper bound on the TCP+TLS connect timeout of clients from [`http_client`].
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle pooled client connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Errors from building TLS configurations or HTTPS clients.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The input held no usable PEM block of the expected kind.
+    #[error("invalid PEM: expected {0}")]
+    Pem(&'static str),
+    /// rustls rejected a certificate, key or configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built (e.g. no usable CA).
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// reqwest failed to build a client.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Installs ring as the process-wide default rustls crypto provider.
+///
+/// Idempotent: does nothing if a provider is already installed. The configs built in
+/// this module name ring explicitly and do not depend on this; it is for any other
+/// rustls user in the process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Server configuration presenting `cert_pem` (leaf first, chain may follow) with
+/// `key_pem`; client certificates are optional but, when presented, must chain to a
+/// certificate in `ca_pem`. ALPN offers only `http/1.1`.
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(server_config_reloadable(ca_pem, cert_pem, key_pem)?.0)
+}
+
+/// Like [`server_config`], also returning a handle that swaps the served certificate
+/// for all new handshakes (existing connections keep theirs).
+pub fn server_config_reloadable(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Arc<ServerConfig>, Arc<ReloadableServerCert>), TlsError> {
+    let provider = provider();
+    let roots = Arc::new(root_store(ca_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let resolver = Arc::new(ReloadableServerCert {
+        current: RwLock::new(certified_key(cert_pem, key_pem, &provider)?),
+        provider: provider.clone(),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok((Arc::new(config), resolver))
+}
+
+/// The certificate a server config from [`server_config_reloadable`] presents; call
+/// [`ReloadableServerCert::replace`] to rotate it without restarting the listener.
+pub struct ReloadableServerCert {
+    current: RwLock<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ReloadableServerCert {
+    /// Replaces the served certificate chain and key. The new pair is validated
+    /// (parsed, key matches certificate) before anything changes.
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let new = certified_key(cert_pem, key_pem, &self.provider)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ReloadableServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableServerCert")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for ReloadableServerCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Client configuration trusting ONLY the CA(s) in `ca_pem`, with normal host-name
+/// verification, optionally presenting `identity = (cert_pem, key_pem)` as client
+/// certificate. ALPN offers only `http/1.1`.
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(ca_pem)?);
+    let mut config = match identity {
+        Some((cert_pem, key_pem)) => {
+            builder.with_client_auth_cert(parse_certs(cert_pem)?, parse_key(key_pem)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+/// HTTPS client built on [`client_config`]: HTTP/1.1 only, no proxy, overall request
+/// timeout `timeout`, connect timeout `min(timeout, 2s)`, idle connections pooled.
+pub fn http_client(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<reqwest::Client, TlsError> {
+    build_client(client_config(ca_pem, identity)?, timeout)
+}
+
+/// HTTPS client that accepts ANY server certificate for any host name.
+///
+/// Only for fetching the cluster CA certificate while joining; the caller must then
+/// compare the CA's fingerprint with the one from the join token before using it.
+/// Handshake signatures are still checked, so the server must hold the key of the
+/// certificate it presents.
+pub fn insecure_http_client(timeout: Duration) -> Result<reqwest::Client, TlsError> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    build_client(config, timeout)
+}
+
+fn build_client(config: ClientConfig, timeout: Duration) -> Result<reqwest::Client, TlsError> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .no_proxy()
+        .http1_only()
+        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+        .timeout(timeout)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+#[derive(Debug)]
+struct AcceptAnyServerCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Pem("CERTIFICATE"))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem("CERTIFICATE"));
+    }
+    Ok(certs)
+}
+
+fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| TlsError::Pem("PRIVATE KEY"))
+}
+
+fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in parse_certs(ca_pem)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+fn certified_key(
+    cert_pem: &str,
+    key_pem: &str,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let key = CertifiedKey::from_der(parse_certs(cert_pem)?, parse_key(key_pem)?, provider)?;
+    Ok(Arc::new(key))
+}
+
+/// Request extension set by [`serve`] on every request: the cluster node id from the
+/// verified client certificate (CN `weft-node-<id>`), or `None` if the client sent no
+/// certificate or one that does not name a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerNode(pub Option<u64>);
+
+/// Serves `app` over HTTPS on `listener` until `shutdown` resolves.
+///
+/// Each accepted connection gets its own task: a TLS handshake bounded by
+/// [`HANDSHAKE_TIMEOUT`] (failures are logged at debug level and the connection
+/// dropped), then HTTP/1.1 via hyper with [`PeerNode`] and axum's
+/// `ConnectInfo<SocketAddr>` inserted into every request's extensions. Accept errors
+/// are logged and retried after a short pause, never returned.
+///
+/// When `shutdown` resolves the listener is closed, idle keep-alive connections are
+/// closed, and in-flight requests get up to [`SHUTDOWN_GRACE`] to finish before the
+/// remaining connections are aborted. Returns after that.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(joined) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        tracing::warn!(error = %e, "connection task panicked");
+                    }
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    conns.spawn(serve_connection(
+                        tcp,
+                        remote,
+                        acceptor.clone(),
+                        app.clone(),
+                        stop_rx.clone(),
+                    ));
+                }
+                Err(e) if is_per_connection_error(&e) => {
+                    tracing::debug!(error = %e, "accept failed for one connection");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = conns.len();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            remaining = conns.len(),
+            of = open,
+            "shutdown grace period over; aborting connections"
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return,
+    };
+
+    let peer = PeerNode(
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| node_id_from_cert_der(leaf)),
+    );
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(ConnectInfo(remote));
+        app.clone().oneshot(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "HTTP connection ended with error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        tracing::debug!(%remote, error = %e, "HTTP connection ended with error during shutdown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{generate_ca, issue_node_cert, CaMaterial};
+    use axum::routing::get;
+    use axum::Extension;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::oneshot;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    struct Node {
+        cert: String,
+        key: String,
+    }
+
+    fn node(ca: &CaMaterial, host: &str, id: u64) -> Node {
+        let (cert, key) = issue_node_cert(ca, &[host.to_string()], id).unwrap();
+        Node { cert, key }
+    }
+
+    fn app() -> axum::Router {
+        axum::Router::new()
+            .route(
+                "/whoami",
+                get(
+                    |Extension(peer): Extension<PeerNode>,
+                     ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
+                        format!("{:?} {}", peer.0, addr.ip())
+                    },
+                ),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "done"
+                }),
+            )
+    }
+
+    struct Server {
+        url: String,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    impl Server {
+        async fn stop(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            tokio::time::timeout(Duration::from_secs(10), self.task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    async fn start(tls: Arc<ServerConfig>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, tls, app(), async {
+            let _ = rx.await;
+        }));
+        Server {
+            url: format!("https://127.0.0.1:{}", addr.port()),
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn whoami(client: &reqwest::Client, url: &str) -> reqwest::Result<String> {
+        client
+            .get(format!("{url}/whoami"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await
+    }
+
+    #[tokio::test]
+    async fn anonymous_client_is_peer_none() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        assert_eq!(
+            whoami(&client, &server.url).await.unwrap(),
+            "None 127.0.0.1"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn node_identity_is_peer_some() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let peer = node(&ca, "peer.example", 7);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = http_client(&ca.cert_pem, Some((&peer.cert, &peer.key)), TIMEOUT).unwrap();
+        assert_eq!(
+            whoami(&client, &server.url).await.unwrap(),
+            "Some(7) 127.0.0.1"
+        );
+        // The pooled connection is reused and keeps its identity.
+        assert_eq!(
+            whoami(&client, &server.url).await.unwrap(),
+            "Some(7) 127.0.0.1"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn client_trusting_other_ca_fails() {
+        let ca = generate_ca("t").unwrap();
+        let other = generate_ca("other").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = http_client(&other.cert_pem, None, TIMEOUT).unwrap();
+        let err = whoami(&client, &server.url).await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn hostname_mismatch_fails() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.2", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        let err = whoami(&client, &server.url).await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn client_cert_from_other_ca_is_rejected() {
+        let ca = generate_ca("t").unwrap();
+        let other = generate_ca("other").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let rogue = node(&other, "rogue.example", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = http_client(&ca.cert_pem, Some((&rogue.cert, &rogue.key)), TIMEOUT).unwrap();
+        assert!(whoami(&client, &server.url).await.is_err());
+        // The server keeps working for good clients.
+        let good = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        assert_eq!(whoami(&good, &server.url).await.unwrap(), "None 127.0.0.1");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn insecure_client_accepts_any_server_cert() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.2", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = insecure_http_client(TIMEOUT).unwrap();
+        assert_eq!(
+            whoami(&client, &server.url).await.unwrap(),
+            "None 127.0.0.1"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn bad_connections_do_not_stop_the_server() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let addr = server.url.trim_start_matches("https://").to_string();
+        // Plain HTTP on the TLS port, and a connection closed right away.
+        let mut plain = TcpStream::connect(&addr).await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        drop(TcpStream::connect(&addr).await.unwrap());
+        let client = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        assert_eq!(
+            whoami(&client, &server.url).await.unwrap(),
+            "None 127.0.0.1"
+        );
+        drop(plain);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_requests_finish() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let mut server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let client = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        // An idle keep-alive connection must not hold shutdown up.
+        whoami(&client, &server.url).await.unwrap();
+        let slow_client = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        let url = server.url.clone();
+        let slow = tokio::spawn(async move {
+            slow_client
+                .get(format!("{url}/slow"))
+                .send()
+                .await?
+                .text()
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let _ = server.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(3), &mut server.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(started.elapsed() < SHUTDOWN_GRACE);
+        assert_eq!(slow.await.unwrap().unwrap(), "done");
+        let fresh = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        assert!(whoami(&fresh, &server.url).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn reloading_swaps_the_server_certificate() {
+        let ca = generate_ca("t").unwrap();
+        let wrong = node(&ca, "127.0.0.2", 1);
+        let right = node(&ca, "127.0.0.1", 1);
+        let (config, handle) =
+            server_config_reloadable(&ca.cert_pem, &wrong.cert, &wrong.key).unwrap();
+        let server = start(config).await;
+        let client = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
+        assert!(whoami(&client, &server.url).await.is_err());
+        assert!(handle.replace(&right.cert, &wrong.key).is_err());
+        assert!(handle.replace("junk", &right.key).is_err());
+        handle.replace(&right.cert, &right.key).unwrap();
+        assert_eq!(
+            whoami(&client, &server.url).await.unwrap(),
+            "None 127.0.0.1"
+        );
+        server.stop().await;
+    }
+
+    #[test]
+    fn configs_reject_bad_pem() {
+        let ca = generate_ca("t").unwrap();
+        let n = node(&ca, "127.0.0.1", 1);
+        assert!(matches!(
+            server_config("junk", &n.cert, &n.key),
+            Err(TlsError::Pem(_))
+        ));
+        assert!(matches!(
+            server_config(&ca.cert_pem, "", &n.key),
+            Err(TlsError::Pem(_))
+        ));
+        assert!(matches!(
+            server_config(&ca.cert_pem, &n.cert, "nope"),
+            Err(TlsError::Pem(_))
+        ));
+        let other = node(&ca, "127.0.0.1", 2);
+        assert!(server_config(&ca.cert_pem, &n.cert, &other.key).is_err());
+        assert!(client_config("", None).is_err());
+        assert!(client_config(&ca.cert_pem, Some((&n.cert, "x"))).is_err());
+        let cfg = client_config(&ca.cert_pem, Some((&n.cert, &n.key))).unwrap();
+        assert_eq!(cfg.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn install_crypto_provider_is_idempotent() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(CryptoProvider::get_default().is_some());
+    }
+}
