@@ -160,7 +160,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .transpose()?;
             let last_log_id = match last {
                 Some(entry) => Some(entry.log_id),
-                None => last_purged_log_id.clone(),
+                None => last_purged_log_id,
             };
             Ok(LogState {
                 last_purged_log_id,
@@ -222,7 +222,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let store = self.store.clone();
-        let bytes = encode(&Some(log_id.clone())).map_err(io_err)?;
+        let bytes = encode(&Some(log_id)).map_err(io_err)?;
         blocking(move || {
             // Record the purge point first: if only the first commit survives a crash the log
             // merely keeps some extra entries, never a hole.
@@ -305,12 +305,12 @@ fn apply_in_txn(
             EntryPayload::Blank => Ok(Outcome::Done),
             EntryPayload::Normal(cmd) => weft_model::apply(txn, cmd)?,
             EntryPayload::Membership(m) => {
-                st.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 membership_changed = true;
                 Ok(Outcome::Done)
             }
         };
-        st.last_applied = Some(entry.log_id.clone());
+        st.last_applied = Some(entry.log_id);
         results.push(result);
     }
     txn.put_sm_meta(SM_APPLIED, &encode(&st.last_applied).map_err(fault_of)?)?;
@@ -451,7 +451,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The image carries its own applied id and membership; make sure they are exactly
             // what the leader says the snapshot is.
             let st = Applied {
-                last_applied: meta.last_log_id.clone(),
+                last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
             };
             let applied = encode(&st.last_applied)?;

@@ -1,1 +1,8 @@
-//! placeholder
+//! Test harnesses for weft (not published): an in-process cluster whose peer traffic
+//! goes through a shared fault set ([`inproc`]), a cluster of real `weft` processes that
+//! can be killed, frozen and restarted ([`process`]), and a small API client ([`client`]).
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod inproc;
+pub mod process;

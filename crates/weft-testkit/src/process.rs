@@ -1,0 +1,1 @@
+//! Real-process cluster harness (being written).
