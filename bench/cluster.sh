@@ -37,6 +37,10 @@
 # Usage: bench/cluster.sh [--duration S] [--trials N] [--runs R] [--warmup S]
 #                         [--weft-bin PATH] [--out FILE] [--only weft|etcd] [--keep]
 #                         [--etcd-heartbeat-ms MS] [--etcd-election-ms MS]
+#                         [--weft-heartbeat-ms MS] [--weft-election-ms MS]
+# (--weft-* pass --heartbeat-ms / --election-timeout-ms to every weft node; without them
+# weft runs with its defaults. E.g. --weft-heartbeat-ms 100 --weft-election-ms 1000
+# gives weft etcd's timing, for a like-for-like failover figure.)
 # Needs: etcd + etcdctl (Debian etcd-server, etcd-client), wrk, curl, jq, python3;
 # installed with apt-get when missing. See bench/README.md.
 set -euo pipefail
@@ -55,6 +59,8 @@ ONLY=""
 KEEP=0
 ETCD_HEARTBEAT_MS=100  # etcd's defaults
 ETCD_ELECTION_MS=1000
+WEFT_HEARTBEAT_MS=""   # empty: weft's own defaults
+WEFT_ELECTION_MS=""
 REQ_TIMEOUT=0.5        # per-request timeout of the failover writer, seconds
 FO_INTERVAL_MS=10      # the failover writer starts a write every FO_INTERVAL_MS
 FAILOVER_TIMEOUT=30    # a trial with no acknowledged write this long after the kill fails
@@ -77,13 +83,21 @@ while (($#)); do
     --keep) KEEP=1; shift ;;
     --etcd-heartbeat-ms) ETCD_HEARTBEAT_MS=${2:?}; shift 2 ;;
     --etcd-election-ms) ETCD_ELECTION_MS=${2:?}; shift 2 ;;
+    --weft-heartbeat-ms) WEFT_HEARTBEAT_MS=${2:?}; shift 2 ;;
+    --weft-election-ms) WEFT_ELECTION_MS=${2:?}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 for v in DURATION TRIALS RUNS WARMUP ETCD_HEARTBEAT_MS ETCD_ELECTION_MS; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || { echo "--${v,,} must be a whole number" >&2; exit 2; }
+  [[ ${!v} =~ ^[0-9]+$ ]] || { o=${v,,}; echo "--${o//_/-} must be a whole number" >&2; exit 2; }
 done
+for v in WEFT_HEARTBEAT_MS WEFT_ELECTION_MS; do
+  [[ -z ${!v} || ${!v} =~ ^[0-9]+$ ]] || { o=${v,,}; echo "--${o//_/-} must be a whole number" >&2; exit 2; }
+done
+WEFT_TIMING_ARGS=()
+[[ -n $WEFT_HEARTBEAT_MS ]] && WEFT_TIMING_ARGS+=(--heartbeat-ms "$WEFT_HEARTBEAT_MS")
+[[ -n $WEFT_ELECTION_MS ]] && WEFT_TIMING_ARGS+=(--election-timeout-ms "$WEFT_ELECTION_MS")
 ((DURATION >= 1 && TRIALS >= 1 && RUNS >= 1)) || { echo "duration, trials and runs must be >= 1" >&2; exit 2; }
 case $ONLY in "" | weft | etcd) ;; *) echo "--only takes weft or etcd" >&2; exit 2 ;; esac
 SYSTEMS=()
@@ -350,7 +364,8 @@ weft_three_voters() {
 weft_start_node() { # i [extra args...]
   local i=$1; shift
   start_bg "weft$i" "$STATE/weft$i.log" "$WEFT_BIN" controller run \
-    --data-dir "$STATE/weft$i" --listen "$(weft_ip "$i"):$(weft_port "$i")" "$@"
+    --data-dir "$STATE/weft$i" --listen "$(weft_ip "$i"):$(weft_port "$i")" \
+    ${WEFT_TIMING_ARGS[@]+"${WEFT_TIMING_ARGS[@]}"} "$@"
 }
 
 weft_login() {
@@ -578,7 +593,9 @@ report() {
   echo "== weft vs etcd: 3-node clusters, loopback, one machine =="
   echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)   host: $(nproc) cores, $(uname -sr)"
   echo "state dir: $(stat -f -c %T "$STATE") filesystem (under $(dirname "$STATE"))"
-  echo "weft:      ${WEFT_VERSION:-not run} ${WEFT_BIN:+($WEFT_BIN, its default raft timing)}"
+  local weft_timing="its default raft timing"
+  ((${#WEFT_TIMING_ARGS[@]})) && weft_timing="${WEFT_TIMING_ARGS[*]}"
+  echo "weft:      ${WEFT_VERSION:-not run} ${WEFT_BIN:+($WEFT_BIN, $weft_timing)}"
   local etcd_def=""
   ((ETCD_HEARTBEAT_MS == 100 && ETCD_ELECTION_MS == 1000)) && etcd_def=", etcd's defaults"
   echo "etcd:      ${ETCD_VERSION:-not run} (heartbeat ${ETCD_HEARTBEAT_MS} ms, election ${ETCD_ELECTION_MS} ms${etcd_def}; JSON gateway /v3/kv/put)"

@@ -415,11 +415,11 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
             _ => None,
         }
     }
-    let s = s.trim().as_bytes();
-    if s.len() % 2 != 0 {
+    let pairs = s.trim().as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    s.chunks_exact(2)
+    pairs
         .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect()
 }

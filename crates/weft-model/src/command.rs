@@ -171,6 +171,27 @@ pub fn is_revoked(st: &dyn StateRead, session_id: &str) -> Result<bool, StorageF
     Ok(st.get(REVOKED, session_id)?.is_some())
 }
 
+/// A short summary for logs. Never prints key material or password hashes.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Bootstrap { admin_username, .. } => {
+                write!(f, "bootstrap(admin={admin_username})")
+            }
+            Command::RegisterNodeKey { node_id, .. } => write!(f, "register-node-key({node_id})"),
+            Command::Create { kind, record } => write!(
+                f,
+                "create {}({})",
+                kind.singular(),
+                record.get("id").and_then(Value::as_str).unwrap_or("?")
+            ),
+            Command::Update { kind, id, .. } => write!(f, "update {}({id})", kind.singular()),
+            Command::Delete { kind, id } => write!(f, "delete {}({id})", kind.singular()),
+            Command::RevokeSession { session_id, .. } => write!(f, "revoke-session({session_id})"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +249,16 @@ mod tests {
             entity::list(&st, EntityKind::Service, 0, 10).unwrap().total,
             2
         );
+    }
+
+    #[test]
+    fn identical_create_applied_twice_is_idempotent() {
+        let mut st = MemState::default();
+        let first = apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        let before = st.map.clone();
+        let again = apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        assert_eq!(first, again);
+        assert_eq!(before, st.map);
     }
 
     #[test]
@@ -290,26 +321,5 @@ mod tests {
         apply(&mut st, &revoke("s2", 500, 200)).unwrap().unwrap();
         assert!(!is_revoked(&st, "s1").unwrap(), "expired anyway, pruned");
         assert!(is_revoked(&st, "s2").unwrap());
-    }
-}
-
-/// A short summary for logs. Never prints key material or password hashes.
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Bootstrap { admin_username, .. } => {
-                write!(f, "bootstrap(admin={admin_username})")
-            }
-            Command::RegisterNodeKey { node_id, .. } => write!(f, "register-node-key({node_id})"),
-            Command::Create { kind, record } => write!(
-                f,
-                "create {}({})",
-                kind.singular(),
-                record.get("id").and_then(Value::as_str).unwrap_or("?")
-            ),
-            Command::Update { kind, id, .. } => write!(f, "update {}({id})", kind.singular()),
-            Command::Delete { kind, id } => write!(f, "delete {}({id})", kind.singular()),
-            Command::RevokeSession { session_id, .. } => write!(f, "revoke-session({session_id})"),
-        }
     }
 }

@@ -125,6 +125,12 @@ pub(crate) fn create(
             reason: "must not be empty".into(),
         }));
     }
+    if let Some(existing) = get(st, kind, id)? {
+        // The same proposal applied twice (a retried forward): answer as the first time.
+        if &existing == record {
+            return Ok(Ok(existing));
+        }
+    }
     if id_by_name(st, kind, name)?.is_some() {
         return Ok(Err(DomainError::NameTaken {
             kind: kind.singular().into(),

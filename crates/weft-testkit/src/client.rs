@@ -47,20 +47,34 @@ impl TestClient {
     }
 
     /// Sends a request with the current token (if any); `raw` bodies are sent as they are.
-    pub async fn send(&self, method: Method, url: &str, body: Option<&[u8]>) -> anyhow::Result<Reply> {
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<Reply> {
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.header("zt-session", t);
         }
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_vec());
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_vec());
         }
-        let resp = req.send().await.with_context(|| format!("sending to {url}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("sending to {url}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// GET.
@@ -70,11 +84,17 @@ impl TestClient {
 
     /// POST JSON.
     pub async fn post(&self, url: &str, body: &Value) -> anyhow::Result<Reply> {
-        self.send(Method::POST, url, Some(&serde_json::to_vec(body)?)).await
+        self.send(Method::POST, url, Some(&serde_json::to_vec(body)?))
+            .await
     }
 
     /// Logs in as `user` on `base` and keeps the token.
-    pub async fn login(&mut self, base: &str, user: &str, password: &str) -> anyhow::Result<String> {
+    pub async fn login(
+        &mut self,
+        base: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<String> {
         let r = self
             .post(
                 &format!("{base}/edge/client/v1/authenticate?method=password"),
