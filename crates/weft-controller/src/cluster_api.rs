@@ -207,15 +207,28 @@ pub async fn join(
     {
         return Err(ApiError::field("publicKeyHex", "must be 64 hex characters"));
     }
+    admit(&state, id, &req.public_key_hex, req.address, true).await?;
+    Ok(ok(serde_json::json!({ "nodeId": id.to_string() })))
+}
+
+/// Commits a new member's token-signing key (so its tokens verify everywhere from its
+/// first login), then adds it as a learner and promotes it once caught up.
+async fn admit(
+    state: &Shared,
+    id: NodeId,
+    public_key_hex: &str,
+    address: String,
+    voter: bool,
+) -> Result<(), ApiError> {
     state
         .node
         .write(Command::RegisterNodeKey {
             node_id: id,
-            public_key_hex: req.public_key_hex.to_ascii_lowercase(),
+            public_key_hex: public_key_hex.to_ascii_lowercase(),
         })
         .await?;
-    state.node.add_member(id, req.address, true).await?;
-    Ok(ok(serde_json::json!({ "nodeId": id.to_string() })))
+    state.node.add_member(id, address, voter).await?;
+    Ok(())
 }
 
 fn validate_url(field: &str, url: &str) -> Result<(), ApiError> {
@@ -284,16 +297,6 @@ pub async fn add_member(
             resp.status()
         )));
     }
-    state
-        .node
-        .write(Command::RegisterNodeKey {
-            node_id: id,
-            public_key_hex: pending.public_key_hex.to_ascii_lowercase(),
-        })
-        .await?;
-    state
-        .node
-        .add_member(id, body.address.clone(), body.is_voter)
-        .await?;
+    admit(&state, id, &pending.public_key_hex, body.address.clone(), body.is_voter).await?;
     Ok(ok(serde_json::json!({ "id": id.to_string() })))
 }
