@@ -37,10 +37,11 @@
 # Usage: bench/cluster.sh [--duration S] [--trials N] [--runs R] [--warmup S]
 #                         [--weft-bin PATH] [--out FILE] [--only weft|etcd] [--keep]
 #                         [--etcd-heartbeat-ms MS] [--etcd-election-ms MS]
-#                         [--weft-heartbeat-ms MS] [--weft-election-ms MS]
+#                         [--weft-heartbeat-ms MS] [--weft-election-ms MS] [--weft-arg ARG]...
 # (--weft-* pass --heartbeat-ms / --election-timeout-ms to every weft node; without them
 # weft runs with its defaults. E.g. --weft-heartbeat-ms 100 --weft-election-ms 1000
-# gives weft etcd's timing, for a like-for-like failover figure.)
+# gives weft etcd's timing, for a like-for-like failover figure. --weft-arg passes one
+# more argument to every `weft controller run`, e.g. --weft-arg --snapshot-logs=100000.)
 # Needs: etcd + etcdctl (Debian etcd-server, etcd-client), wrk, curl, jq, python3;
 # installed with apt-get when missing. See bench/README.md.
 set -euo pipefail
@@ -61,6 +62,7 @@ ETCD_HEARTBEAT_MS=100  # etcd's defaults
 ETCD_ELECTION_MS=1000
 WEFT_HEARTBEAT_MS=""   # empty: weft's own defaults
 WEFT_ELECTION_MS=""
+WEFT_EXTRA_ARGS=()
 REQ_TIMEOUT=0.5        # per-request timeout of the failover writer, seconds
 FO_INTERVAL_MS=10      # the failover writer starts a write every FO_INTERVAL_MS
 FAILOVER_TIMEOUT=30    # a trial with no acknowledged write this long after the kill fails
@@ -85,6 +87,7 @@ while (($#)); do
     --etcd-election-ms) ETCD_ELECTION_MS=${2:?}; shift 2 ;;
     --weft-heartbeat-ms) WEFT_HEARTBEAT_MS=${2:?}; shift 2 ;;
     --weft-election-ms) WEFT_ELECTION_MS=${2:?}; shift 2 ;;
+    --weft-arg) WEFT_EXTRA_ARGS+=("${2:?}"); shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -95,9 +98,8 @@ done
 for v in WEFT_HEARTBEAT_MS WEFT_ELECTION_MS; do
   [[ -z ${!v} || ${!v} =~ ^[0-9]+$ ]] || { o=${v,,}; echo "--${o//_/-} must be a whole number" >&2; exit 2; }
 done
-WEFT_TIMING_ARGS=()
-[[ -n $WEFT_HEARTBEAT_MS ]] && WEFT_TIMING_ARGS+=(--heartbeat-ms "$WEFT_HEARTBEAT_MS")
-[[ -n $WEFT_ELECTION_MS ]] && WEFT_TIMING_ARGS+=(--election-timeout-ms "$WEFT_ELECTION_MS")
+[[ -n $WEFT_HEARTBEAT_MS ]] && WEFT_EXTRA_ARGS+=(--heartbeat-ms "$WEFT_HEARTBEAT_MS")
+[[ -n $WEFT_ELECTION_MS ]] && WEFT_EXTRA_ARGS+=(--election-timeout-ms "$WEFT_ELECTION_MS")
 ((DURATION >= 1 && TRIALS >= 1 && RUNS >= 1)) || { echo "duration, trials and runs must be >= 1" >&2; exit 2; }
 case $ONLY in "" | weft | etcd) ;; *) echo "--only takes weft or etcd" >&2; exit 2 ;; esac
 SYSTEMS=()
@@ -183,15 +185,6 @@ require_alive() { # name: die (with its log) if a tracked node process has exite
   local pid=${PIDS[$1]:-}
   if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
     die "$1 is not running (see $STATE/$1.log)"
-  fi
-}
-
-now_ns() { # CLOCK_REALTIME in ns, like `date +%s%N`; no fork with bash >= 5
-  if [[ -n ${EPOCHREALTIME:-} ]]; then
-    local t=${EPOCHREALTIME/./}
-    echo "${t}000"
-  else
-    date +%s%N
   fi
 }
 
@@ -365,7 +358,7 @@ weft_start_node() { # i [extra args...]
   local i=$1; shift
   start_bg "weft$i" "$STATE/weft$i.log" "$WEFT_BIN" controller run \
     --data-dir "$STATE/weft$i" --listen "$(weft_ip "$i"):$(weft_port "$i")" \
-    ${WEFT_TIMING_ARGS[@]+"${WEFT_TIMING_ARGS[@]}"} "$@"
+    ${WEFT_EXTRA_ARGS[@]+"${WEFT_EXTRA_ARGS[@]}"} "$@"
 }
 
 weft_login() {
@@ -464,6 +457,7 @@ throughput_phase() { # sys
     run_wrk "$sys" 64 "$WARMUP" "$RUNTAG-warm" "$RES/$sys-warmup.txt"
     line=$(grep '^BENCH_RESULT ' "$RES/$sys-warmup.txt")
     (($(kv "$line" ok) > 0)) || die "$sys warm-up: no write succeeded: $line"
+    kv "$line" ok >"$RES/$sys-warmup-ok.txt"
   fi
   for c in 1 64; do
     for ((r = 1; r <= RUNS; r++)); do
@@ -507,7 +501,7 @@ failover_phase() { # sys
     wait_until 15 "$sys failover writer: 5 acknowledged writes through node $survivor" writer_oks "$wout" 5
     sleep 0.5
     # kill is a bash builtin and EPOCHREALTIME needs no fork: t_kill is within µs of the kill.
-    t_kill=$(now_ns)
+    if [[ -n ${EPOCHREALTIME:-} ]]; then t_kill=${EPOCHREALTIME/./}000; else t_kill=$(date +%s%N); fi
     kill -KILL "${PIDS[$sys$leader]}"
     wait "${PIDS[$sys$leader]}" 2>/dev/null || true
     unset "PIDS[$sys$leader]"
@@ -548,9 +542,17 @@ bench_system() { # sys
   throughput_phase "$sys"
   # every acknowledged write must be there afterwards (a cheap check of the load itself)
   total_ok=$(awk '{ s += $8 } END { print s + 0 }' "$RES/$sys-runs.txt")
-  if [[ $sys == etcd ]]; then count=$(etcd_count_prefix "$leader" "bench/$RUNTAG-c"); else count=$(weft_count_services "$leader"); fi
+  if [[ $sys == etcd ]]; then
+    count=$(etcd_count_prefix "$leader" "bench/$RUNTAG-c")
+  else # weft counts every service: add the warm-up's and the sanity write
+    total_ok=$((total_ok + 1 + $(cat "$RES/$sys-warmup-ok.txt" 2>/dev/null || echo 0)))
+    count=$(weft_count_services "$leader")
+  fi
   echo "$count $total_ok" >"$RES/$sys-count.txt"
-  log "$sys: $count entries stored for $total_ok acknowledged measured writes"
+  log "$sys: $count entries stored for $total_ok acknowledged writes"
+  if [[ $count =~ ^[0-9]+$ ]] && ((count < total_ok)); then
+    echo "WARNING: $sys holds $count entries after the load but acknowledged $total_ok writes: acknowledged writes are missing" >>"$RES/warnings.txt"
+  fi
   failover_phase "$sys"
   log "$sys: stopping the cluster"
   sys_stop_cluster "$sys"
@@ -593,8 +595,9 @@ report() {
   echo "== weft vs etcd: 3-node clusters, loopback, one machine =="
   echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)   host: $(nproc) cores, $(uname -sr)"
   echo "state dir: $(stat -f -c %T "$STATE") filesystem (under $(dirname "$STATE"))"
-  local weft_timing="its default raft timing"
-  ((${#WEFT_TIMING_ARGS[@]})) && weft_timing="${WEFT_TIMING_ARGS[*]}"
+  echo "load avg:  ${LOAD_START:-?} at start, $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) at end (1/5/15 min; >1 means other work shared the cores)"
+  local weft_timing="its default settings"
+  ((${#WEFT_EXTRA_ARGS[@]})) && weft_timing="with ${WEFT_EXTRA_ARGS[*]}"
   echo "weft:      ${WEFT_VERSION:-not run} ${WEFT_BIN:+($WEFT_BIN, $weft_timing)}"
   local etcd_def=""
   ((ETCD_HEARTBEAT_MS == 100 && ETCD_ELECTION_MS == 1000)) && etcd_def=", etcd's defaults"
@@ -641,7 +644,7 @@ report() {
     [[ -f $RES/$sys-failover.txt ]] && echo "  $sys failover per trial ms: $(tr '\n' ' ' <"$RES/$sys-failover.txt")"
     [[ -f $RES/$sys-failover-detail.txt ]] && sed "s/^/  $sys failover /" "$RES/$sys-failover-detail.txt"
     [[ -f $RES/$sys-count.txt ]] && read -r cnt tok <"$RES/$sys-count.txt" &&
-      echo "  $sys stored after the load: $cnt entries for $tok acknowledged measured writes$([[ $sys == weft ]] && echo ' (all services, incl. warm-up)')"
+      echo "  $sys stored after the load: $cnt entries for $tok acknowledged writes$([[ $sys == weft ]] && echo ' (all services: measured runs, warm-up, sanity write)' || echo ' (keys of the measured runs)')"
   done
   if [[ -s $RES/warnings.txt ]]; then
     echo
@@ -656,6 +659,9 @@ STATE=$(mktemp -d "${TMPDIR:-/tmp}/weft-bench.XXXXXX")
 RES=$STATE/results
 mkdir -p "$RES"
 : >"$RES/warnings.txt"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+awk '{ exit !($1 > 1.0) }' /proc/loadavg 2>/dev/null &&
+  log "note: load average is $LOAD_START: other processes compete for the CPU, numbers will be noisy"
 log "state in $STATE; duration ${DURATION}s x ${RUNS} run(s), ${TRIALS} failover trial(s)"
 ETCD_VERSION="" WEFT_VERSION=""
 for sys in "${SYSTEMS[@]}"; do bench_system "$sys"; done

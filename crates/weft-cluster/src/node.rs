@@ -167,6 +167,10 @@ struct Inner {
     contacts: Mutex<HashMap<NodeId, Contact>>,
     timing: Timing,
     permits: Semaphore,
+    /// Set once this node has applied everything the leader had committed at some point
+    /// after start-up. Until then its local reads may miss acknowledged writes (apply is
+    /// not fsynced; a restarted node re-applies from the log), so they are marked stale.
+    caught_up: std::sync::atomic::AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -222,10 +226,12 @@ impl Node {
                 contacts: Mutex::new(HashMap::new()),
                 permits: Semaphore::new(cfg.timing.max_inflight_writes),
                 timing: cfg.timing,
+                caught_up: std::sync::atomic::AtomicBool::new(false),
                 stop,
             }),
         };
         tokio::spawn(node.clone().probe_loop());
+        tokio::spawn(node.clone().catch_up_loop());
         tokio::spawn(node.clone().metrics_loop());
         Ok(node)
     }
@@ -275,6 +281,11 @@ impl Node {
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
         let _ = self.inner.raft.shutdown().await;
+        // Applied state is committed without fsync; one durable commit makes all of it
+        // durable, so a clean restart does not have to re-apply anything.
+        let store = self.inner.sm.store().clone();
+        let _ =
+            tokio::task::spawn_blocking(move || store.put_meta("clean-shutdown", b"1", true)).await;
     }
 
     fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
@@ -325,9 +336,35 @@ impl Node {
         match self.leader_call(LeaderRequest::ReadIndex).await? {
             LeaderReply::ReadIndex { index } => {
                 self.wait_applied(index, self.inner.timing.write_timeout)
-                    .await
+                    .await?;
+                self.inner
+                    .caught_up
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
             }
             other => Err(internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Whether this node has caught up with the cluster since it started (see
+    /// [`Node::linearize`]); until then local reads should be marked stale.
+    pub fn caught_up(&self) -> bool {
+        self.inner
+            .caught_up
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// After start-up, catches up once with the leader's commit index.
+    async fn catch_up_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        while !self.caught_up() {
+            if self.in_quorum() {
+                let _ = self.linearize().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.timing.probe_interval) => {}
+                _ = stop.changed() => return,
+            }
         }
     }
 
@@ -521,7 +558,10 @@ impl Node {
                             Err(PeerError::Unreachable(_)) => {}
                             // Delivered or not, we cannot know: do not run it twice.
                             Err(e @ (PeerError::Timeout(_) | PeerError::BadReply(_))) => {
-                                return Err(ClusterError::Timeout(e.to_string()))
+                                return Err(ClusterError::Timeout(format!(
+                                    "the leader did not answer (connection lost or too slow); \
+                                     the operation may or may not have been applied: {e}"
+                                )))
                             }
                         }
                     }
@@ -823,6 +863,21 @@ impl Node {
 fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ForwardError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ForwardError::NotLeader,
+        // Appended on a leader that was deposed before commit: it may or may not survive
+        // in the new leader's log, so this is an indeterminate outcome, not a bug.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+            ForwardError::Cluster(ClusterError::Timeout(
+                "the entry was discarded by a leader change; it may or may not have been \
+                 committed"
+                    .into(),
+            ))
+        }
+        // Another membership change is still being committed: a passing state, retry later.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            openraft::errors::ChangeMembershipError::InProgress(e),
+        )) => ForwardError::Cluster(ClusterError::Timeout(format!(
+            "another membership change is in progress: {e}"
+        ))),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ForwardError::Cluster(ClusterError::InvalidMembership(e.to_string()))
         }

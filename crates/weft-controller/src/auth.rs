@@ -33,9 +33,11 @@ pub async fn verify(state: &Shared, token: &str) -> Result<SessionClaims, ApiErr
         }))
     };
     let claims = match check(state)? {
-        // A key registered moments ago may not be applied here yet: catch up once.
+        // A key registered moments ago may not be applied here yet: catch up once. If this
+        // node cannot catch up (not in quorum, no leader), say so (421/503): answering 401
+        // would tell the client its valid token is bad.
         Err(TokenError::UnknownKey(_)) => {
-            let _ = state.node.linearize().await;
+            state.node.linearize().await?;
             check(state)?
         }
         other => other,

@@ -144,7 +144,7 @@ async fn check_join_token(state: &Shared, token: &str) -> Result<(), ApiError> {
     };
     let claims = match verify(state)? {
         Err(tokens::TokenError::UnknownKey(_)) => {
-            let _ = state.node.linearize().await;
+            state.node.linearize().await?;
             verify(state)?
         }
         other => other,
@@ -297,6 +297,13 @@ pub async fn add_member(
             resp.status()
         )));
     }
-    admit(&state, id, &pending.public_key_hex, body.address.clone(), body.is_voter).await?;
+    admit(
+        &state,
+        id,
+        &pending.public_key_hex,
+        body.address.clone(),
+        body.is_voter,
+    )
+    .await?;
     Ok(ok(serde_json::json!({ "id": id.to_string() })))
 }

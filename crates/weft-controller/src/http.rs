@@ -86,19 +86,23 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> R
             format!("the body must be at most {MAX_BODY} bytes"),
         )
     };
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > MAX_BODY as u64 {
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        drain(req.into_body()).await;
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let bytes = match collect_limited(&mut body, MAX_BODY).await {
+        Some(b) => b,
+        None => {
+            drain(body).await;
             return Err(too_large());
         }
-    }
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|_| too_large())?;
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if empty_ok {
             // `null` deserializes into any `Default` body via serde's Option handling below.
@@ -119,6 +123,46 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> R
         )
         .with_cause(e.to_string())
     })
+}
+
+/// Reads at most `limit` bytes of `body`; `None` when it is longer.
+async fn collect_limited(body: &mut Body, limit: usize) -> Option<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Some(buf.freeze());
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return None;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Some(buf.freeze())
+}
+
+/// Most we read (and throw away) of a refused body, and for how long, so that the client
+/// gets to read our 413 instead of a connection reset caused by unread data.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards what is left of a refused body (bounded in size and time).
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// `{"data": ...}` with 200.

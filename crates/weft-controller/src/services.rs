@@ -23,7 +23,12 @@ pub(crate) async fn prepare_read(state: &Shared, linearizable: bool) -> Result<b
         state.node.linearize().await?;
         return Ok(false);
     }
-    Ok(!state.node.in_quorum())
+    if !state.node.caught_up() {
+        // Just started: catch up first if we can, so a restart does not hide acknowledged
+        // writes; if we cannot, answer from local state marked stale.
+        let _ = state.node.linearize().await;
+    }
+    Ok(!state.node.in_quorum() || !state.node.caught_up())
 }
 
 fn entity_of(outcome: Outcome) -> Result<Value, ApiError> {
