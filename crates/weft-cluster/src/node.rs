@@ -158,6 +158,10 @@ struct Contact {
     applied: Option<u64>,
 }
 
+/// Consecutive probes of the leader refused at the connection level before a follower
+/// starts an election without waiting for its election timeout.
+const DEAD_LEADER_PROBES: u32 = 2;
+
 struct Inner {
     id: NodeId,
     url: String,
@@ -165,6 +169,9 @@ struct Inner {
     sm: StateMachine,
     peers: PeerClient,
     contacts: Mutex<HashMap<NodeId, Contact>>,
+    /// Per member: how many probes in a row were refused at the connection level (the
+    /// process is gone; a frozen or slow one still accepts connections).
+    refused: Mutex<HashMap<NodeId, u32>>,
     timing: Timing,
     permits: Semaphore,
     /// Set once this node has applied everything the leader had committed at some point
@@ -203,6 +210,7 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
             max_in_snapshot_log_to_keep: t.logs_to_keep,
             enable_pre_vote: Some(true),
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         }
         .validate()
@@ -224,6 +232,7 @@ impl Node {
                 sm,
                 peers,
                 contacts: Mutex::new(HashMap::new()),
+                refused: Mutex::new(HashMap::new()),
                 permits: Semaphore::new(cfg.timing.max_inflight_writes),
                 timing: cfg.timing,
                 caught_up: std::sync::atomic::AtomicBool::new(false),
@@ -724,7 +733,13 @@ impl Node {
                 en(&r)
             }
             "vote" => {
-                let (pre, req): (bool, openraft::raft::VoteRequest<TypeConfig>) = de(body)?;
+                let (pre, mut req): (bool, openraft::raft::VoteRequest<TypeConfig>) = de(body)?;
+                // Our leader's process is gone (its port refuses connections): its lease
+                // protects nobody, so let a real election proceed now instead of after the
+                // lease. Election safety rests on votes, not leases, and reads use ReadIndex.
+                if !pre && self.leader_is_dead() {
+                    req.leadership_transfer = true;
+                }
                 let r: WireResult<_> = if pre {
                     raft.pre_vote(req).await.map_err(|e| e.to_string())
                 } else {
@@ -807,6 +822,7 @@ impl Node {
                         .peers
                         .call(id, &url, RpcKind::Probe, &req, limit)
                         .await;
+                    let refused = matches!(r, Err(PeerError::Unreachable(_)));
                     if let Ok(reply) = r {
                         if reply.member && reply.id == id {
                             let mut g = node
@@ -823,9 +839,68 @@ impl Node {
                             );
                         }
                     }
+                    node.note_probe(id, refused).await;
                 });
             }
         }
+    }
+
+    /// Whether the current leader's last probes were refused at the connection level.
+    fn leader_is_dead(&self) -> bool {
+        let Some(leader) = self.metrics().current_leader else {
+            return false;
+        };
+        if leader == self.inner.id {
+            return false;
+        }
+        // One refused connection is enough to stop honouring the lease when asked to vote;
+        // starting an election ourselves waits for DEAD_LEADER_PROBES.
+        let g = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&leader).copied().unwrap_or(0) >= 1
+    }
+
+    /// Records a probe outcome; a follower whose leader is dead starts an election at once.
+    async fn note_probe(&self, id: NodeId, refused: bool) {
+        let count = {
+            let mut g = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+            let c = g.entry(id).or_insert(0);
+            *c = if refused { c.saturating_add(1) } else { 0 };
+            *c
+        };
+        if count != DEAD_LEADER_PROBES {
+            return;
+        }
+        // Stagger the candidates by rank among the surviving voters so that they do not all
+        // stand at once and split the vote.
+        let rank = {
+            let m = self.metrics();
+            self.voters(&m)
+                .into_iter()
+                .filter(|v| *v != id)
+                .position(|v| v == self.inner.id)
+        };
+        let Some(rank) = rank else { return };
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(node.inner.timing.probe_interval * rank as u32).await;
+            let m = node.metrics();
+            let still_dead = {
+                let g = node.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+                g.get(&id).copied().unwrap_or(0) >= DEAD_LEADER_PROBES
+            };
+            if still_dead
+                && m.current_leader == Some(id)
+                && m.state == ServerState::Follower
+                && node.in_quorum()
+            {
+                tracing::info!(
+                    leader = id,
+                    "leader refuses connections: starting an election"
+                );
+                metrics::counter!("weft_raft_dead_leader_elections_total").increment(1);
+                let _ = node.inner.raft.trigger().elect(false).await;
+            }
+        });
     }
 
     async fn metrics_loop(self) {

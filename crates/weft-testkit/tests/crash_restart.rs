@@ -152,3 +152,32 @@ async fn lagging_node_catches_up_by_snapshot() -> anyhow::Result<()> {
     c.shutdown().await;
     Ok(())
 }
+
+/// A leader whose process is gone (its port refuses connections) is replaced without
+/// waiting for election timeouts or its lease: a survivor stands after two refused probes
+/// and the other survivor grants its vote. Election timeouts here are 20-40 s, so only
+/// that path can elect a new leader within the test's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_leader_is_replaced_without_waiting_for_its_lease() -> anyhow::Result<()> {
+    events::install();
+    let mut timing = test_timing();
+    timing.election_min = Duration::from_secs(20);
+    timing.election_max = Duration::from_secs(40);
+    let mut c = Cluster::start_with(3, timing).await?;
+    let leader = c.wait_leader(SETTLE).await?;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    c.crash(leader).await?;
+    let new_leader = c
+        .wait_leader_among(&survivors, Duration::from_secs(8))
+        .await
+        .context("no new leader well before any election timeout: the dead-leader path did not run")?;
+    assert_ne!(new_leader, leader);
+    assert!(
+        events::count("leader refuses connections: starting an election") >= 1,
+        "the new leader was not elected through the dead-leader path"
+    );
+    let r = c.create_service(survivors[0], "after-failover").await?;
+    assert_eq!(r.status, 201, "{}", r.body);
+    c.shutdown().await;
+    Ok(())
+}
