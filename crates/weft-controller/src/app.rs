@@ -23,6 +23,8 @@ pub struct AppState {
     pub session_ttl: Duration,
     /// The cluster CA certificate (PEM), served to joining nodes.
     pub ca_pem: String,
+    /// Tokens whose signature this node has already checked.
+    pub verified: crate::auth::VerifiedTokens,
 }
 
 /// Shared handle type.

@@ -22,9 +22,45 @@ pub fn token_of(parts: &Parts) -> Option<String> {
         .then(|| rest.trim().to_owned())
 }
 
+/// Signature checks already done on this node, keyed by the exact token string, so a
+/// client's repeated calls cost one hash lookup instead of one Ed25519 verification each.
+/// Expiry and revocation are still checked on every call. Bounded: cleared when full.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    map: std::sync::Mutex<std::collections::HashMap<String, SessionClaims>>,
+}
+
+/// Most tokens remembered at once.
+const VERIFIED_CAPACITY: usize = 10_000;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str) -> Option<SessionClaims> {
+        let g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(token).cloned()
+    }
+
+    fn put(&self, token: &str, claims: &SessionClaims) {
+        let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() >= VERIFIED_CAPACITY {
+            g.clear();
+        }
+        g.insert(token.to_owned(), claims.clone());
+    }
+}
+
 /// Verifies a session token on this node.
 pub async fn verify(state: &Shared, token: &str) -> Result<SessionClaims, ApiError> {
     let invalid = |m: &str| ApiError::new(ErrorCode::InvalidAuth, m.to_owned());
+    if let Some(claims) = state.verified.get(token) {
+        if claims.exp <= weft_model::now_ms() {
+            return Err(invalid("the session has expired"));
+        }
+        let view = state.node.read_state()?;
+        if weft_model::is_revoked(&view, &claims.sid)? {
+            return Err(invalid("the session was logged out or revoked"));
+        }
+        return Ok(claims);
+    }
     let check = |state: &Shared| -> Result<Result<SessionClaims, TokenError>, ApiError> {
         let view = state.node.read_state()?;
         let now = weft_model::now_ms();
@@ -50,6 +86,7 @@ pub async fn verify(state: &Shared, token: &str) -> Result<SessionClaims, ApiErr
     if weft_model::is_revoked(&view, &claims.sid)? {
         return Err(invalid("the session was logged out or revoked"));
     }
+    state.verified.put(token, &claims);
     Ok(claims)
 }
 

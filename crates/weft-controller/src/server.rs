@@ -282,6 +282,7 @@ impl Controller {
             signer: signer.clone(),
             session_ttl: opts.session_ttl,
             ca_pem: ca_pem.clone(),
+            verified: Default::default(),
         });
         let _ = app::prometheus();
         let tls_config = tls::server_config(&ca_pem, &cert_pem, &key_pem)?;
