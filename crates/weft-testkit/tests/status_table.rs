@@ -632,6 +632,27 @@ async fn random_drops_and_delays_lose_no_acknowledged_write() -> anyhow::Result<
         });
         let dups: Vec<_> = names.iter().filter(|(_, k)| **k > 1).collect();
         assert!(dups.is_empty(), "node {i} has duplicates: {dups:?}");
+        // Names first, so that a failure says which write is missing.
+        for (name, id) in &acked {
+            let found = list.iter().find(|(_, n)| n == name);
+            let (fid, _) = found.with_context(|| {
+                format!(
+                    "node {i} lost acknowledged write {name} (has {} services)",
+                    list.len()
+                )
+            })?;
+            if let Some(id) = id {
+                assert_eq!(fid, id, "node {i}: {name} has another id");
+            }
+        }
+        let unknown: Vec<_> = list
+            .iter()
+            .filter(|(_, n)| !acked.contains_key(n))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "node {i} has services nobody wrote: {unknown:?}"
+        );
         assert_eq!(
             list.len(),
             acked.len(),
@@ -639,14 +660,6 @@ async fn random_drops_and_delays_lose_no_acknowledged_write() -> anyhow::Result<
             list.len(),
             acked.len()
         );
-        for (name, id) in &acked {
-            let found = list.iter().find(|(_, n)| n == name);
-            let (fid, _) =
-                found.with_context(|| format!("node {i} lost acknowledged write {name}"))?;
-            if let Some(id) = id {
-                assert_eq!(fid, id, "node {i}: {name} has another id");
-            }
-        }
         match &first {
             None => first = Some(list),
             Some(f) => assert_eq!(f, &list, "node {i} differs from node 0"),
