@@ -6,7 +6,8 @@
 //! - `ca.pem`: the cluster CA certificate (what clients trust).
 //! - `node-cert.pem`, `node-key.pem`: this node's cluster certificate (server and peer client).
 //! - `signing-key`: the seed of this node's token-signing key.
-//! - `raft.redb`: raft log, vote, snapshots and the replicated state.
+//! - `raft.redb`: raft log, vote, snapshot records and the replicated state;
+//!   `raft.redb.snapshot-N`: the current snapshot image (checksummed, outside redb).
 //! - `bootstrap.json`, `join.json`: an unfinished bootstrap or join, resumed on restart.
 //! - `admin-password`: the generated admin password, when none was given.
 

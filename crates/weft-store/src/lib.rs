@@ -2,11 +2,16 @@
 //!
 //! * the **raft log** (opaque serialized entries keyed by index, appended with an fsync per
 //!   batch),
-//! * small **metadata** (vote, committed id, last purged id, current snapshot, node identity),
+//! * small **metadata** (vote, committed id, last purged id, a record of the current snapshot,
+//!   node identity),
 //! * the **replicated state** that `weft-model`'s [`apply`](weft_model::apply) runs over, as one
 //!   ordered `(table, key) -> bytes` space ([`StateTxn`] / [`StateView`]), together with the
 //!   **state-machine metadata** (applied log id, membership) that is committed in the same
 //!   transactions as the state it describes.
+//!
+//! Snapshot payloads (multi-MB state images) are **not** in redb: they live in files next to
+//! the database ([`snapfile`] explains why and how), and only a small record of the current
+//! one is metadata.
 //!
 //! This crate knows nothing about openraft: log entries and metadata are bytes. `weft-cluster`
 //! encodes the raft types and decides what is durable when. Keeping everything in one file
@@ -15,15 +20,17 @@
 #![forbid(unsafe_code)]
 
 mod export;
+pub mod snapfile;
 mod state;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use weft_model::StorageFault;
 
 pub use export::sm_meta_from_export;
+pub use snapfile::{fnv1a64, SnapshotFile};
 pub use state::{StateTxn, StateView};
 
 /// Raft log: index -> serialized entry.
@@ -47,9 +54,13 @@ pub enum StoreError {
     /// was rolled back.
     #[error(transparent)]
     Fault(#[from] StorageFault),
-    /// Bytes on disk (or handed to [`Store::import_state`]) could not be decoded.
+    /// Bytes on disk (or handed to [`Store::import_state`]) could not be decoded, or a
+    /// snapshot file does not match its record.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A file operation outside redb (snapshot files) failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 macro_rules! from_redb {
@@ -83,19 +94,52 @@ fn durability(durable: bool) -> Durability {
     }
 }
 
+/// How many log entries [`Store::purge_log_upto`] deletes per transaction (a few ms each).
+pub const PURGE_CHUNK: u64 = 256;
+
 /// A handle on the controller's redb file. Cheap to clone; all clones share one database.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The database file; snapshot files are named after it.
+    path: Arc<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Store`] handle that does not keep the database open: for background work that should
+/// stop, not delay a reopen, once everything else has let go of the store.
+#[derive(Clone, Debug)]
+pub struct WeakStore {
+    db: std::sync::Weak<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl WeakStore {
+    /// The store, if some [`Store`] handle still has it open.
+    pub fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            db: self.db.upgrade()?,
+            path: self.path.clone(),
+        })
     }
 }
 
 impl Store {
+    /// A handle that does not keep the database open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            db: Arc::downgrade(&self.db),
+            path: self.path.clone(),
+        }
+    }
+
     /// Opens the store at `path`, creating the file and its tables if absent.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path)?;
@@ -108,7 +152,10 @@ impl Store {
         }
         txn.commit()?;
         tracing::debug!(path = %path.display(), "store opened");
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            path: Arc::new(path.to_path_buf()),
+        })
     }
 
     // ----- raft log -----
@@ -167,17 +214,47 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes every entry with index `<= index` (compacted prefix). Not fsynced: losing a purge
-    /// in a crash only leaves extra entries, and the next durable commit persists it.
+    /// Deletes every entry with index `<= index` (compacted prefix), in transactions of at most
+    /// [`PURGE_CHUNK`] entries (see [`Store::purge_log_some`]). Not fsynced: losing a purge in
+    /// a crash only leaves extra entries, and the next durable commit persists it.
     pub fn purge_log_upto(&self, index: u64) -> Result<(), StoreError> {
+        while self.purge_log_some(index, PURGE_CHUNK)? {}
+        Ok(())
+    }
+
+    /// Deletes the oldest entries with index `<= index`, at most `max_entries` of them, in one
+    /// non-durable transaction. Returns `false` once no such entry is left (`true` means: call
+    /// again, there may be more).
+    ///
+    /// Deleting costs tens of microseconds per entry, so a purge of thousands of entries in
+    /// one transaction would hold redb's only writer, and with it every log append, for
+    /// hundreds of milliseconds; in small transactions appends get in between. Deleting from
+    /// the oldest entry up never leaves a hole in the log, whenever it stops.
+    pub fn purge_log_some(&self, index: u64, max_entries: u64) -> Result<bool, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None);
-        {
+        let more = {
             let mut t = txn.open_table(LOG)?;
-            t.retain_in(..=index, |_, _| false)?;
+            let first = t.first()?.map(|(k, _)| k.value());
+            match first {
+                Some(first) if first <= index => {
+                    let end = first.saturating_add(max_entries.max(1) - 1).min(index);
+                    t.retain_in(first..=end, |_, _| false)?;
+                    Some(end < index)
+                }
+                _ => None,
+            }
+        };
+        match more {
+            Some(more) => {
+                txn.commit()?;
+                Ok(more)
+            }
+            None => {
+                txn.abort()?;
+                Ok(false)
+            }
         }
-        txn.commit()?;
-        Ok(())
     }
 
     // ----- metadata -----
@@ -196,18 +273,32 @@ impl Store {
     }
 
     /// Sets several metadata values in one transaction, so they are seen (and survive a crash)
-    /// together or not at all, e.g. a snapshot's metadata and its data.
+    /// together or not at all.
     pub fn put_meta_many(
         &self,
         entries: &[(&str, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.update_meta(entries, &[], durable)
+    }
+
+    /// Sets the `puts` and deletes the `deletes` metadata keys in one transaction (absent keys
+    /// are fine to delete); `durable` fsyncs before returning.
+    pub fn update_meta(
+        &self,
+        puts: &[(&str, &[u8])],
+        deletes: &[&str],
         durable: bool,
     ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability(durable));
         {
             let mut t = txn.open_table(META)?;
-            for (k, v) in entries {
+            for (k, v) in puts {
                 t.insert(*k, *v)?;
+            }
+            for k in deletes {
+                t.remove(*k)?;
             }
         }
         txn.commit()?;
@@ -265,27 +356,10 @@ impl Store {
     }
 
     /// Serializes the whole replicated state (state table + sm meta) from one read transaction,
-    /// so the bytes are a consistent point-in-time copy (a raft snapshot's payload).
+    /// so the bytes are a consistent point-in-time copy (a raft snapshot's payload). A read
+    /// transaction never blocks writers (MVCC); see also [`StateView::export`].
     pub fn export_state(&self) -> Result<Vec<u8>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let state = txn.open_table(STATE)?;
-        let sm_meta = txn.open_table(SM_META)?;
-        let mut enc = export::Encoder::new();
-        enc.count(state.len()?);
-        for row in state.iter()? {
-            let (k, v) = row?;
-            let (table, key) = k.value();
-            enc.bytes(table.as_bytes());
-            enc.bytes(key.as_bytes());
-            enc.bytes(v.value());
-        }
-        enc.count(sm_meta.len()?);
-        for row in sm_meta.iter()? {
-            let (k, v) = row?;
-            enc.bytes(k.value().as_bytes());
-            enc.bytes(v.value());
-        }
-        Ok(enc.finish())
+        self.read_state()?.export()
     }
 
     /// Replaces the whole replicated state (state table + sm meta) with an
@@ -355,6 +429,35 @@ mod tests {
 
         s.purge_log_upto(100).unwrap();
         assert_eq!(s.last_log().unwrap(), None);
+    }
+
+    #[test]
+    fn purge_in_chunks_from_the_oldest_entry() {
+        let (_dir, s) = open();
+        s.append_log(&entries(1..=10)).unwrap();
+        assert!(s.purge_log_some(7, 3).unwrap(), "1..=3 gone, 4..=7 left");
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(4..=10));
+        assert!(s.purge_log_some(7, 3).unwrap());
+        assert!(!s.purge_log_some(7, 3).unwrap(), "7 was the last one");
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(8..=10));
+        assert!(!s.purge_log_some(7, 3).unwrap(), "nothing to do");
+        assert!(s.purge_log_some(100, 0).unwrap(), "0 counts as 1");
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(9..=10));
+        assert!(s.purge_log_some(100, 5).unwrap(), "9..=10 gone, maybe more");
+        assert!(!s.purge_log_some(100, 5).unwrap(), "empty log");
+        assert!(s.read_log(0, u64::MAX).unwrap().is_empty());
+
+        s.append_log(&entries(1..=1000)).unwrap();
+        s.purge_log_upto(900).unwrap();
+        assert_eq!(s.read_log(0, u64::MAX).unwrap(), entries(901..=1000));
+
+        let weak = s.downgrade();
+        assert!(weak.upgrade().is_some());
+        drop(s);
+        assert!(
+            weak.upgrade().is_none(),
+            "a weak handle does not keep it open"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `weft-model`'s [`StateRead`]/[`StateWrite`] on redb: [`StateTxn`] inside a write
 //! transaction, [`StateView`] over a read transaction.
 
-use redb::{ReadOnlyTable, ReadableTable, Table};
+use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table};
 use weft_model::{StateRead, StateWrite, StorageFault};
 
-use crate::fault;
+use crate::{export, fault, StoreError};
 
 type StateTable<'a> = Table<'a, (&'static str, &'static str), &'static [u8]>;
 type SmMetaTable<'a> = Table<'a, &'static str, &'static [u8]>;
@@ -86,6 +86,29 @@ impl StateView {
             .get(key)
             .map_err(fault)?
             .map(|v| v.value().to_vec()))
+    }
+
+    /// Serializes everything this view shows (state rows and sm meta) in the export format of
+    /// [`Store::export_state`](crate::Store::export_state): a raft snapshot's payload, consistent as of this
+    /// view's commit however long it takes. Holds only a read transaction, so writers (log
+    /// appends, applies) go on meanwhile.
+    pub fn export(&self) -> Result<Vec<u8>, StoreError> {
+        let mut enc = export::Encoder::new();
+        enc.count(self.state.len()?);
+        for row in self.state.iter()? {
+            let (k, v) = row?;
+            let (table, key) = k.value();
+            enc.bytes(table.as_bytes());
+            enc.bytes(key.as_bytes());
+            enc.bytes(v.value());
+        }
+        enc.count(self.sm_meta.len()?);
+        for row in self.sm_meta.iter()? {
+            let (k, v) = row?;
+            enc.bytes(k.value().as_bytes());
+            enc.bytes(v.value());
+        }
+        Ok(enc.finish())
     }
 }
 

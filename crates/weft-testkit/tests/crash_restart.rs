@@ -170,7 +170,9 @@ async fn dead_leader_is_replaced_without_waiting_for_its_lease() -> anyhow::Resu
     let new_leader = c
         .wait_leader_among(&survivors, Duration::from_secs(8))
         .await
-        .context("no new leader well before any election timeout: the dead-leader path did not run")?;
+        .context(
+            "no new leader well before any election timeout: the dead-leader path did not run",
+        )?;
     assert_ne!(new_leader, leader);
     assert!(
         events::count("leader refuses connections: starting an election") >= 1,
