@@ -144,11 +144,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     "{:<18} {:<28} {:<6} {:<7} {:<10} {:>10} {:>8}",
                     m["id"].as_str().unwrap_or(""),
                     m["address"].as_str().unwrap_or(""),
-                    m["voter"],
-                    m["leader"],
-                    m["connected"],
-                    m["lastContactMs"],
-                    m["appliedIndex"]
+                    m["voter"].to_string(),
+                    m["leader"].to_string(),
+                    m["connected"].to_string(),
+                    m["lastContactMs"].to_string(),
+                    m["appliedIndex"].to_string()
                 );
             }
         }
