@@ -210,7 +210,6 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
             max_in_snapshot_log_to_keep: t.logs_to_keep,
             enable_pre_vote: Some(true),
-            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         }
         .validate()
