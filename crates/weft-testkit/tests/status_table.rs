@@ -622,6 +622,24 @@ async fn random_drops_and_delays_lose_no_acknowledged_write() -> anyhow::Result<
     c.wait_leader(SETTLE).await?;
     c.wait_all_in_quorum(SETTLE).await?;
     c.wait_applied_equal(Duration::from_secs(20)).await?;
+    // No replica may have skipped an entry (the metric is process-wide: all three nodes).
+    let text = c
+        .anonymous_client()
+        .http
+        .get(format!("{}/metrics", c.url(0)))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        text.contains("weft_raft_applied_index"),
+        "no raft metrics in /metrics"
+    );
+    let gaps: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("weft_apply_gaps_total"))
+        .collect();
+    ensure!(gaps.is_empty(), "a replica skipped log entries: {gaps:?}");
     let mut first: Option<Vec<(String, String)>> = None;
     for i in 0..3 {
         let mut list = c.list_services_local(i).await?;
