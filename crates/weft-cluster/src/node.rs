@@ -210,6 +210,9 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
             max_in_snapshot_log_to_keep: t.logs_to_keep,
             enable_pre_vote: Some(true),
+            // `broadcast_submitted_on_append` stays at openraft's default (off). It cut p50
+            // write latency by ~1 ms, but one replica was seen missing an acknowledged
+            // write (equal applied index) while it was on; not proven to be the cause.
             ..Default::default()
         }
         .validate()
