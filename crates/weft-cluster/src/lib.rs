@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod faults;
+pub mod log_writer;
 pub mod node;
 pub mod peer;
 pub mod storage;

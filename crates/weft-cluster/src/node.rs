@@ -217,7 +217,7 @@ impl Node {
         }
         .validate()
         .map_err(internal)?;
-        let log = LogStore::new(store.clone());
+        let log = LogStore::new(store.clone()).map_err(internal)?;
         let sm = StateMachine::new(store).map_err(internal)?;
         let network = Network {
             client: peers.clone(),
@@ -728,10 +728,13 @@ impl Node {
         let raft = &self.inner.raft;
         match rpc {
             "append" => {
+                let started = Instant::now();
                 let r: WireResult<_> = raft
                     .append_entries(de(body)?)
                     .await
                     .map_err(|e| e.to_string());
+                metrics::histogram!("weft_peer_append_serve_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 en(&r)
             }
             "vote" => {

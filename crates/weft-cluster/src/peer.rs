@@ -82,6 +82,7 @@ impl PeerClient {
             kind.path()
         );
         let body = serde_json::to_vec(req).map_err(|e| PeerError::BadReply(e.to_string()))?;
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .post(&url)
@@ -93,6 +94,8 @@ impl PeerClient {
             .map_err(|e| classify(&url, e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| classify(&url, e))?;
+        metrics::histogram!("weft_peer_rpc_seconds", "rpc" => kind.path())
+            .record(started.elapsed().as_secs_f64());
         if !status.is_success() {
             return Err(PeerError::BadReply(format!(
                 "{url}: HTTP {status}: {}",

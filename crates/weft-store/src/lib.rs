@@ -1,47 +1,50 @@
-//! The one on-disk store of a controller: a single redb file holding
+//! The on-disk store of a controller: a redb file holding
 //!
-//! * the **raft log** (opaque serialized entries keyed by index, appended with an fsync per
-//!   batch),
 //! * small **metadata** (vote, committed id, last purged id, a record of the current snapshot,
 //!   node identity),
-//! * the **replicated state** that `weft-model`'s [`apply`](weft_model::apply) runs over, as one
-//!   ordered `(table, key) -> bytes` space ([`StateTxn`] / [`StateView`]), together with the
-//!   **state-machine metadata** (applied log id, membership) that is committed in the same
-//!   transactions as the state it describes.
+//! * a **log table** and **state tables**, where the raft log and the replicated state lived
+//!   before the [`wal`] and the in-memory state; they are only read once, to move an old
+//!   node's data over.
 //!
-//! Snapshot payloads (multi-MB state images) are **not** in redb: they live in files next to
-//! the database ([`snapfile`] explains why and how), and only a small record of the current
-//! one is metadata.
+//! In memory ([`state`]): the **replicated state** that `weft-model`'s
+//! [`apply`](weft_model::apply) runs over, as one ordered `(table, key) -> bytes` space
+//! ([`StateTxn`] / [`StateView`]), together with the **state-machine metadata** (applied log
+//! id, membership) that is committed in the same transactions as the state it describes. It
+//! is rebuilt at start from the current snapshot plus the WAL.
+//!
+//! Beside the redb file: the raft log's write-ahead log (`<db>.wal/`, [`wal`]: one sequential
+//! write and one `fdatasync` per batch, where a redb commit copies ~20 scattered pages) and
+//! the snapshot payloads (multi-MB state images, [`snapfile`] explains why and how), of which
+//! only a small record of the current one is metadata.
 //!
 //! This crate knows nothing about openraft: log entries and metadata are bytes. `weft-cluster`
-//! encodes the raft types and decides what is durable when. Keeping everything in one file
-//! means one fsync makes the log, the vote and every earlier non-durable state commit
-//! durable together (redb commits are totally ordered).
+//! encodes the raft types and decides what is durable when.
 #![forbid(unsafe_code)]
 
 mod export;
 pub mod snapfile;
-mod state;
+pub mod state;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use weft_model::StorageFault;
 
 pub use export::sm_meta_from_export;
 pub use snapfile::{fnv1a64, SnapshotFile};
+use state::Image;
 pub use state::{StateTxn, StateView};
+pub use wal::Wal;
 
 /// Raft log: index -> serialized entry.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// Raft and node metadata: name -> bytes.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// Replicated state: (table, key) -> bytes. Tuple keys order by table first, so one table is
-/// one contiguous range.
+/// Where the replicated state lived before it moved to memory: (table, key) -> bytes.
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
-/// State-machine metadata (applied log id, membership), written in the same transactions as
-/// [`STATE`].
+/// Where the state-machine metadata (applied log id, membership) lived, beside [`STATE`].
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 
 /// Everything that can go wrong in the store.
@@ -81,11 +84,6 @@ from_redb!(
     redb::CommitError
 );
 
-/// Maps any displayable error to the [`StorageFault`] that `weft-model` understands.
-pub(crate) fn fault(e: impl std::fmt::Display) -> StorageFault {
-    StorageFault(e.to_string())
-}
-
 fn durability(durable: bool) -> Durability {
     if durable {
         Durability::Immediate
@@ -101,8 +99,13 @@ pub const PURGE_CHUNK: u64 = 256;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
-    /// The database file; snapshot files are named after it.
+    /// The database file; snapshot files and the WAL are named after it.
     path: Arc<PathBuf>,
+    /// The replicated state as of the last [`Store::write_state`] (see [`state`]).
+    state: Arc<Mutex<Image>>,
+    /// Serializes [`Store::write_state`] and [`Store::import_state`], so a write never
+    /// replaces a concurrent one's result.
+    writer: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,6 +122,8 @@ impl std::fmt::Debug for Store {
 pub struct WeakStore {
     db: std::sync::Weak<Database>,
     path: Arc<PathBuf>,
+    state: std::sync::Weak<Mutex<Image>>,
+    writer: std::sync::Weak<Mutex<()>>,
 }
 
 impl WeakStore {
@@ -127,6 +132,8 @@ impl WeakStore {
         Some(Store {
             db: self.db.upgrade()?,
             path: self.path.clone(),
+            state: self.state.upgrade()?,
+            writer: self.writer.upgrade()?,
         })
     }
 }
@@ -137,6 +144,8 @@ impl Store {
         WeakStore {
             db: Arc::downgrade(&self.db),
             path: self.path.clone(),
+            state: Arc::downgrade(&self.state),
+            writer: Arc::downgrade(&self.writer),
         }
     }
 
@@ -147,14 +156,14 @@ impl Store {
         {
             txn.open_table(LOG)?;
             txn.open_table(META)?;
-            txn.open_table(STATE)?;
-            txn.open_table(SM_META)?;
         }
         txn.commit()?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Store {
             db: Arc::new(db),
             path: Arc::new(path.to_path_buf()),
+            state: Arc::new(Mutex::new(Image::default())),
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
@@ -163,12 +172,29 @@ impl Store {
     /// Appends (or overwrites) log entries in one write transaction and fsyncs before
     /// returning, so one raft batch costs one fsync.
     pub fn append_log(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.append_log_with_meta(entries.iter().map(|(i, b)| (*i, b.as_slice())), &[])
+    }
+
+    /// [`Store::append_log`] plus some metadata values, in the same transaction and fsync:
+    /// the raft log writer batches every queued append (and the latest committed index) into
+    /// one commit.
+    pub fn append_log_with_meta<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (u64, &'a [u8])>,
+        meta: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         {
             let mut t = txn.open_table(LOG)?;
             for (index, bytes) in entries {
-                t.insert(*index, bytes.as_slice())?;
+                t.insert(index, bytes)?;
+            }
+        }
+        if !meta.is_empty() {
+            let mut t = txn.open_table(META)?;
+            for (k, v) in meta {
+                t.insert(*k, *v)?;
             }
         }
         txn.commit()?;
@@ -307,83 +333,114 @@ impl Store {
 
     // ----- replicated state -----
 
-    /// Runs `f` in ONE write transaction over the state table and commits. Used by the state
-    /// machine to apply a batch of entries AND record the applied log id (via
-    /// [`StateTxn::put_sm_meta`]) atomically.
-    ///
-    /// If `f` fails, nothing it wrote is kept. `durable = false` (no fsync) is allowed and
-    /// recommended for speed: the raft log is durable, and because applied-id and data commit
-    /// together, a crash just replays entries.
+    /// Runs `f` over the replicated state and commits what it wrote, all or nothing. Used by
+    /// the state machine to apply a batch of entries AND record the applied log id (via
+    /// [`StateTxn::put_sm_meta`]) atomically. In memory: nothing is written to disk (see
+    /// [`state`] for where durability comes from).
     pub fn write_state<T>(
         &self,
-        durable: bool,
         f: impl FnOnce(&mut StateTxn<'_>) -> Result<T, StorageFault>,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(durability(durable));
-        let out = {
-            let mut st = StateTxn::new(txn.open_table(STATE)?, txn.open_table(SM_META)?);
-            f(&mut st)
-        };
-        match out {
-            Ok(v) => {
-                txn.commit()?;
-                Ok(v)
-            }
-            Err(e) => {
-                txn.abort()?;
-                Err(StoreError::Fault(e))
-            }
-        }
+        let _one_writer = lock(&self.writer);
+        let mut image = lock(&self.state).clone();
+        let out = f(&mut StateTxn::new(&mut image))?;
+        *lock(&self.state) = image;
+        Ok(out)
     }
 
     /// A consistent read-only view of the replicated state, as of the last commit.
     pub fn read_state(&self) -> Result<StateView, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(StateView::new(
-            txn.open_table(STATE)?,
-            txn.open_table(SM_META)?,
-        ))
+        Ok(StateView::new(lock(&self.state).clone()))
     }
 
     /// A state-machine metadata value (applied log id, membership), as last committed by
     /// [`Store::write_state`] or [`Store::import_state`].
     pub fn get_sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(SM_META)?;
-        let value = t.get(key)?.map(|v| v.value().to_vec());
-        Ok(value)
+        Ok(lock(&self.state).sm_meta(key))
     }
 
-    /// Serializes the whole replicated state (state table + sm meta) from one read transaction,
-    /// so the bytes are a consistent point-in-time copy (a raft snapshot's payload). A read
-    /// transaction never blocks writers (MVCC); see also [`StateView::export`].
+    /// Serializes the whole replicated state (state rows + sm meta) as one consistent
+    /// point-in-time copy (a raft snapshot's payload); see also [`StateView::export`].
     pub fn export_state(&self) -> Result<Vec<u8>, StoreError> {
         self.read_state()?.export()
     }
 
-    /// Replaces the whole replicated state (state table + sm meta) with an
-    /// [`export_state`](Store::export_state) image, atomically and durably. The bytes are fully
-    /// decoded before anything is written, so a corrupt image changes nothing.
+    /// Replaces the whole replicated state (state rows + sm meta) with an
+    /// [`export_state`](Store::export_state) image, atomically. The bytes are fully decoded
+    /// first, so a corrupt image changes nothing.
     pub fn import_state(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        let image = export::decode(bytes)?;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        txn.delete_table(STATE)?;
-        txn.delete_table(SM_META)?;
+        let image = Image::decode(bytes)?;
+        let _one_writer = lock(&self.writer);
+        *lock(&self.state) = image;
+        Ok(())
+    }
+
+    /// The replicated state a node of an older version kept in redb, as an export image, if
+    /// there is any. It is consistent as of its own applied log id (the data and that id
+    /// were committed together).
+    pub fn legacy_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (state, sm_meta) = match (txn.open_table(STATE), txn.open_table(SM_META)) {
+            (Ok(s), Ok(m)) => (s, m),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(None),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        use redb::ReadableTableMetadata;
+        if state.len()? == 0 && sm_meta.len()? == 0 {
+            return Ok(None);
+        }
+        let mut enc = export::Encoder::new();
+        enc.count(state.len()?);
+        for row in state.iter()? {
+            let (k, v) = row?;
+            let (table, key) = k.value();
+            enc.bytes(table.as_bytes());
+            enc.bytes(key.as_bytes());
+            enc.bytes(v.value());
+        }
+        enc.count(sm_meta.len()?);
+        for row in sm_meta.iter()? {
+            let (k, v) = row?;
+            enc.bytes(k.value().as_bytes());
+            enc.bytes(v.value());
+        }
+        Ok(Some(enc.finish()))
+    }
+
+    /// Writes `image` (an export) into the state tables the way the older version kept it:
+    /// only for tests of the move out of them.
+    #[doc(hidden)]
+    pub fn write_legacy_state(&self, image: &[u8]) -> Result<(), StoreError> {
+        let decoded = export::decode(image)?;
+        let txn = self.db.begin_write()?;
         {
             let mut state = txn.open_table(STATE)?;
-            for (table, key, value) in &image.state {
+            for (table, key, value) in &decoded.state {
                 state.insert((table.as_str(), key.as_str()), value.as_slice())?;
             }
             let mut sm_meta = txn.open_table(SM_META)?;
-            for (key, value) in &image.sm_meta {
+            for (key, value) in &decoded.sm_meta {
                 sm_meta.insert(key.as_str(), value.as_slice())?;
             }
         }
         txn.commit()?;
         Ok(())
     }
+
+    /// Deletes the older version's state tables (once their content is safe in a snapshot).
+    pub fn drop_legacy_state(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(STATE)?;
+        txn.delete_table(SM_META)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -477,7 +534,7 @@ mod tests {
     #[test]
     fn write_state_then_read_state() {
         let (_dir, s) = open();
-        s.write_state(false, |t| {
+        s.write_state(|t| {
             t.put("b", "2", b"b2")?;
             t.put("a", "1", b"a1")?;
             t.put("b", "1", b"b1")?;
@@ -511,9 +568,9 @@ mod tests {
         assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"7".to_vec()));
 
         // Delete, and a failing closure rolls back everything it wrote.
-        s.write_state(true, |t| t.delete("b", "1")).unwrap();
+        s.write_state(|t| t.delete("b", "1")).unwrap();
         let err = s
-            .write_state(false, |t| {
+            .write_state(|t| {
                 t.put("a", "9", b"nope")?;
                 t.put_sm_meta("applied", b"8")?;
                 Err::<(), _>(StorageFault("boom".into()))
@@ -529,9 +586,9 @@ mod tests {
     #[test]
     fn a_view_is_a_snapshot_in_time() {
         let (_dir, s) = open();
-        s.write_state(false, |t| t.put("t", "k", b"1")).unwrap();
+        s.write_state(|t| t.put("t", "k", b"1")).unwrap();
         let before = s.read_state().unwrap();
-        s.write_state(false, |t| t.put("t", "k", b"2")).unwrap();
+        s.write_state(|t| t.put("t", "k", b"2")).unwrap();
         assert_eq!(before.get("t", "k").unwrap(), Some(b"1".to_vec()));
         assert_eq!(
             s.read_state().unwrap().get("t", "k").unwrap(),
@@ -542,7 +599,7 @@ mod tests {
     #[test]
     fn export_import_round_trip() {
         let (_d1, a) = open();
-        a.write_state(false, |t| {
+        a.write_state(|t| {
             t.put("services", "id1", b"{\"name\":\"web\"}")?;
             t.put("services.by-name", "web", b"id1")?;
             t.put("weird\u{0}table", "k\u{0}", &[0, 255, 1])?;
@@ -557,7 +614,7 @@ mod tests {
         assert_eq!(sm_meta_from_export(&image, "membership").unwrap(), None);
 
         let (_d2, b) = open();
-        b.write_state(false, |t| {
+        b.write_state(|t| {
             t.put("stale", "x", b"old")?;
             t.put_sm_meta("stale-meta", b"old")
         })
@@ -610,12 +667,7 @@ mod tests {
             s.append_log(&entries(1..=5)).unwrap();
             s.purge_log_upto(1).unwrap();
             s.put_meta("vote", b"v", true).unwrap();
-            clone
-                .write_state(true, |t| {
-                    t.put("t", "k", b"v")?;
-                    t.put_sm_meta("applied", b"5")
-                })
-                .unwrap();
+            clone.write_state(|t| t.put("t", "k", b"v")).unwrap();
             assert!(
                 Store::open(&path).is_err(),
                 "a second open of the same file in one process is refused"
@@ -626,26 +678,50 @@ mod tests {
         assert_eq!(s.get_meta("vote").unwrap(), Some(b"v".to_vec()));
         assert_eq!(
             s.read_state().unwrap().get("t", "k").unwrap(),
-            Some(b"v".to_vec())
+            None,
+            "the state is in memory: rebuilt from a snapshot and the log, not kept here"
         );
-        assert_eq!(s.get_sm_meta("applied").unwrap(), Some(b"5".to_vec()));
     }
 
     #[test]
-    fn non_durable_commits_are_made_durable_by_a_later_durable_one() {
+    fn non_durable_meta_is_made_durable_by_a_later_durable_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weft.redb");
         {
             let s = Store::open(&path).unwrap();
-            s.write_state(false, |t| t.put("t", "k", b"v")).unwrap();
             s.put_meta("committed", b"c", false).unwrap();
-            s.append_log(&entries(1..=1)).unwrap();
+            s.put_meta("vote", b"v", true).unwrap();
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(
-            s.read_state().unwrap().get("t", "k").unwrap(),
-            Some(b"v".to_vec())
-        );
         assert_eq!(s.get_meta("committed").unwrap(), Some(b"c".to_vec()));
+    }
+
+    /// A data dir of the version that kept the state in redb: its state comes back as an
+    /// export image (so the node can start from it), and is gone once dropped.
+    #[test]
+    fn legacy_state_tables_are_read_once_then_dropped() {
+        let (_dir, s) = open();
+        assert!(s.legacy_state().unwrap().is_none(), "a new store has none");
+        let mut enc = export::Encoder::new();
+        enc.count(1);
+        for b in [b"services".as_slice(), b"id1", b"web"] {
+            enc.bytes(b);
+        }
+        enc.count(1);
+        enc.bytes(b"applied");
+        enc.bytes(b"9");
+        s.write_legacy_state(&enc.finish()).unwrap();
+        let image = s.legacy_state().unwrap().expect("legacy state");
+        assert_eq!(
+            sm_meta_from_export(&image, "applied").unwrap(),
+            Some(b"9".to_vec())
+        );
+        s.import_state(&image).unwrap();
+        assert_eq!(
+            s.read_state().unwrap().get("services", "id1").unwrap(),
+            Some(b"web".to_vec())
+        );
+        s.drop_legacy_state().unwrap();
+        assert!(s.legacy_state().unwrap().is_none());
     }
 }

@@ -71,8 +71,9 @@ fn parent_dir(db: &Path) -> &Path {
     }
 }
 
-/// Makes a rename (or removal) in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a rename (or removal) in `dir` durable. Also used by the [`wal`](crate::wal) for
+/// segment creation and removal.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()

@@ -1,153 +1,183 @@
-//! `weft-model`'s [`StateRead`]/[`StateWrite`] on redb: [`StateTxn`] inside a write
-//! transaction, [`StateView`] over a read transaction.
+//! The replicated state, in memory: `weft-model`'s [`StateRead`]/[`StateWrite`] over
+//! persistent ordered maps ([`imbl::OrdMap`]).
+//!
+//! Why in memory: every raft entry is applied on every node, on the leader before the client
+//! is answered. As redb write transactions, applies cost 0.1-2 ms each, contended with other
+//! writers for redb's one writer lock, and redb frees pages only at durable commits, whose
+//! cost then grew with the work since the last one (100-250 ms stalls at 1 s intervals under
+//! load). In memory an apply costs microseconds. Durability comes from elsewhere: the raft
+//! log's WAL holds every entry above the last snapshot, and a snapshot (a file, see
+//! [`crate::snapfile`]) is written before the log below it is purged, so a restarted node
+//! rebuilds this state from its snapshot plus the WAL.
+//!
+//! Why persistent maps: a [`StateView`] is an O(1) clone of the maps, a consistent
+//! point-in-time copy that later commits do not change, with no lock held while a REST
+//! handler reads it or a snapshot is exported from it. Keys and values are `Arc`s, so the
+//! nodes a write copies hold cheap clones.
 
-use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table};
+use std::sync::Arc;
+
+use imbl::OrdMap;
 use weft_model::{StateRead, StateWrite, StorageFault};
 
-use crate::{export, fault, StoreError};
+use crate::{export, StoreError};
 
-type StateTable<'a> = Table<'a, (&'static str, &'static str), &'static [u8]>;
-type SmMetaTable<'a> = Table<'a, &'static str, &'static [u8]>;
+/// `(table, key)`: ordered by table first, so one table is one contiguous range.
+type Key = (Arc<str>, Arc<str>);
 
-/// The replicated state inside one write transaction of [`Store::write_state`]: what
-/// [`weft_model::apply`] mutates, plus the state-machine metadata that must commit with it.
+/// The whole replicated state: the state rows and the state-machine metadata (applied log
+/// id, membership) that describes them. Cloning is O(1).
+#[derive(Clone, Default)]
+pub(crate) struct Image {
+    state: OrdMap<Key, Arc<[u8]>>,
+    sm_meta: OrdMap<Arc<str>, Arc<[u8]>>,
+}
+
+fn key(table: &str, key: &str) -> Key {
+    (Arc::from(table), Arc::from(key))
+}
+
+impl Image {
+    /// Rebuilds an image from an export.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Image, StoreError> {
+        let decoded = export::decode(bytes)?;
+        let mut image = Image::default();
+        for (table, k, value) in decoded.state {
+            image.state.insert(key(&table, &k), Arc::from(value));
+        }
+        for (k, value) in decoded.sm_meta {
+            image.sm_meta.insert(Arc::from(k), Arc::from(value));
+        }
+        Ok(image)
+    }
+
+    pub(crate) fn sm_meta(&self, k: &str) -> Option<Vec<u8>> {
+        self.sm_meta.get(k).map(|v| v.to_vec())
+    }
+
+    fn get(&self, table: &str, k: &str) -> Option<Vec<u8>> {
+        self.state.get(&key(table, k)).map(|v| v.to_vec())
+    }
+
+    /// All rows of one logical table: the keys `[(table, ""), (table + "\0", ""))`, because
+    /// `table + "\0"` is the smallest string greater than `table`.
+    fn scan(&self, table: &str) -> Vec<(String, Vec<u8>)> {
+        let lower = key(table, "");
+        let upper = key(&format!("{table}\0"), "");
+        self.state
+            .range(lower..upper)
+            .map(|((_, k), v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    /// Serializes the image in the export format (a raft snapshot's payload).
+    pub(crate) fn export(&self) -> Vec<u8> {
+        let mut enc = export::Encoder::new();
+        enc.count(self.state.len() as u64);
+        for ((table, k), v) in self.state.iter() {
+            enc.bytes(table.as_bytes());
+            enc.bytes(k.as_bytes());
+            enc.bytes(v);
+        }
+        enc.count(self.sm_meta.len() as u64);
+        for (k, v) in self.sm_meta.iter() {
+            enc.bytes(k.as_bytes());
+            enc.bytes(v);
+        }
+        enc.finish()
+    }
+}
+
+/// The replicated state inside one [`Store::write_state`] call: what [`weft_model::apply`]
+/// mutates, plus the state-machine metadata that must commit with it. It works on a copy;
+/// the store adopts the copy only if the whole call succeeds.
 ///
 /// [`Store::write_state`]: crate::Store::write_state
 pub struct StateTxn<'a> {
-    state: StateTable<'a>,
-    sm_meta: SmMetaTable<'a>,
+    image: &'a mut Image,
 }
 
 impl<'a> StateTxn<'a> {
-    pub(crate) fn new(state: StateTable<'a>, sm_meta: SmMetaTable<'a>) -> Self {
-        StateTxn { state, sm_meta }
+    pub(crate) fn new(image: &'a mut Image) -> Self {
+        StateTxn { image }
     }
 
     /// Records state-machine metadata (applied log id, membership) in this transaction, so it
     /// commits atomically with the state it describes.
     pub fn put_sm_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StorageFault> {
-        self.sm_meta.insert(key, value).map_err(fault)?;
+        self.image.sm_meta.insert(Arc::from(key), Arc::from(value));
         Ok(())
     }
 
     /// Reads state-machine metadata as seen by this transaction (e.g. the applied log id, to
     /// skip entries that were already applied).
     pub fn get_sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        Ok(self
-            .sm_meta
-            .get(key)
-            .map_err(fault)?
-            .map(|v| v.value().to_vec()))
+        Ok(self.image.sm_meta(key))
     }
 }
 
 impl StateRead for StateTxn<'_> {
     fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        get(&self.state, table, key)
+        Ok(self.image.get(table, key))
     }
 
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
-        scan(&self.state, table)
+        Ok(self.image.scan(table))
     }
 }
 
 impl StateWrite for StateTxn<'_> {
-    fn put(&mut self, table: &str, key: &str, value: &[u8]) -> Result<(), StorageFault> {
-        self.state.insert((table, key), value).map_err(fault)?;
+    fn put(&mut self, table: &str, k: &str, value: &[u8]) -> Result<(), StorageFault> {
+        self.image.state.insert(key(table, k), Arc::from(value));
         Ok(())
     }
 
-    fn delete(&mut self, table: &str, key: &str) -> Result<(), StorageFault> {
-        self.state.remove((table, key)).map_err(fault)?;
+    fn delete(&mut self, table: &str, k: &str) -> Result<(), StorageFault> {
+        self.image.state.remove(&key(table, k));
         Ok(())
     }
 }
 
-/// A consistent, read-only view of the replicated state as of one commit (a redb read
-/// transaction). Readers (REST handlers, the controller) use it with `weft-model`'s query
-/// functions; later commits do not change what it shows.
+/// A consistent, read-only view of the replicated state as of one commit. Readers (REST
+/// handlers, the controller, snapshot builds) use it with `weft-model`'s query functions;
+/// later commits do not change what it shows, and holding it blocks nobody.
+#[derive(Clone)]
 pub struct StateView {
-    state: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-    sm_meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    image: Image,
 }
 
 impl StateView {
-    pub(crate) fn new(
-        state: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-        sm_meta: ReadOnlyTable<&'static str, &'static [u8]>,
-    ) -> Self {
-        StateView { state, sm_meta }
+    pub(crate) fn new(image: Image) -> Self {
+        StateView { image }
     }
 
     /// State-machine metadata as of this view, e.g. the applied log id the data corresponds to.
     pub fn sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        Ok(self
-            .sm_meta
-            .get(key)
-            .map_err(fault)?
-            .map(|v| v.value().to_vec()))
+        Ok(self.image.sm_meta(key))
     }
 
     /// Serializes everything this view shows (state rows and sm meta) in the export format of
-    /// [`Store::export_state`](crate::Store::export_state): a raft snapshot's payload, consistent as of this
-    /// view's commit however long it takes. Holds only a read transaction, so writers (log
-    /// appends, applies) go on meanwhile.
+    /// [`Store::export_state`](crate::Store::export_state): a raft snapshot's payload,
+    /// consistent as of this view's commit however long it takes, while applies go on.
     pub fn export(&self) -> Result<Vec<u8>, StoreError> {
-        let mut enc = export::Encoder::new();
-        enc.count(self.state.len()?);
-        for row in self.state.iter()? {
-            let (k, v) = row?;
-            let (table, key) = k.value();
-            enc.bytes(table.as_bytes());
-            enc.bytes(key.as_bytes());
-            enc.bytes(v.value());
-        }
-        enc.count(self.sm_meta.len()?);
-        for row in self.sm_meta.iter()? {
-            let (k, v) = row?;
-            enc.bytes(k.value().as_bytes());
-            enc.bytes(v.value());
-        }
-        Ok(enc.finish())
+        Ok(self.image.export())
     }
 }
 
 impl std::fmt::Debug for StateView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateView").finish_non_exhaustive()
+        f.debug_struct("StateView")
+            .field("rows", &self.image.state.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl StateRead for StateView {
     fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
-        get(&self.state, table, key)
+        Ok(self.image.get(table, key))
     }
 
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
-        scan(&self.state, table)
+        Ok(self.image.scan(table))
     }
-}
-
-fn get<T>(t: &T, table: &str, key: &str) -> Result<Option<Vec<u8>>, StorageFault>
-where
-    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
-{
-    Ok(t.get((table, key))
-        .map_err(fault)?
-        .map(|v| v.value().to_vec()))
-}
-
-/// All rows of one logical table: the key range `[(table, ""), (table + "\0", ""))`, because
-/// `table + "\0"` is the smallest string greater than `table`.
-fn scan<T>(t: &T, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault>
-where
-    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
-{
-    let upper = format!("{table}\0");
-    let mut out = Vec::new();
-    for row in t.range((table, "")..(upper.as_str(), "")).map_err(fault)? {
-        let (k, v) = row.map_err(fault)?;
-        out.push((k.value().1.to_owned(), v.value().to_vec()));
-    }
-    Ok(out)
 }
