@@ -81,9 +81,15 @@ pub struct RunArgs {
     /// How long a write waits for an election before answering 503 CLUSTER_NO_LEADER.
     #[arg(long, default_value_t = 2000)]
     pub election_wait_ms: u64,
-    /// Take a snapshot (and compact the log) every this many entries.
+    /// Take a snapshot (and compact the log) after at least this many entries; with a
+    /// bigger state, after as many entries as the state has rows (up to
+    /// --snapshot-logs-max), so snapshots cost about as much disk as the log.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
+    /// Most entries between two snapshots, however big the state (the log since the last
+    /// snapshot is held in memory).
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_logs_max: u64,
 }
 
 impl RunArgs {
@@ -105,6 +111,7 @@ impl RunArgs {
             contact_timeout: ms((self.election_timeout_ms * 3).max(300)),
             election_wait: ms(self.election_wait_ms),
             snapshot_logs: self.snapshot_logs.max(2),
+            snapshot_logs_max: self.snapshot_logs_max,
             logs_to_keep: (self.snapshot_logs / 10).max(1),
             ..Timing::default()
         };

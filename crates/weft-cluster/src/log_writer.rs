@@ -201,11 +201,15 @@ impl LogWriter {
     /// Forgets every entry `<= upto` and deletes the WAL segments that hold only such
     /// entries. The caller has durably recorded the purge point first.
     pub async fn purge_upto(&self, upto: u64) -> Result<(), StoreError> {
-        {
+        let purged = {
             let mut log = lock(&self.shared.log);
             let keep = log.split_off(&upto.saturating_add(1));
-            *log = keep;
-        }
+            std::mem::replace(&mut *log, keep)
+        };
+        // Freeing ~100,000 entries takes tens of ms: not under the lock (appends and
+        // replication wait on it), not here (openraft's core awaits this) and not on the
+        // writer thread (appends wait on it).
+        tokio::task::spawn_blocking(move || drop(purged));
         self.run(move |wal, _| wal.purge_upto(upto)).await
     }
 

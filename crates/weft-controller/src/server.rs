@@ -6,8 +6,10 @@
 //! - `ca.pem`: the cluster CA certificate (what clients trust).
 //! - `node-cert.pem`, `node-key.pem`: this node's cluster certificate (server and peer client).
 //! - `signing-key`: the seed of this node's token-signing key.
-//! - `raft.redb`: raft log, vote, snapshot records and the replicated state;
-//!   `raft.redb.snapshot-N`: the current snapshot image (checksummed, outside redb).
+//! - `raft.redb`: vote, purge point, snapshot records and other raft metadata;
+//!   `raft.redb.wal/`: the raft log (write-ahead log segments);
+//!   `raft.redb.snapshot-N`: the current snapshot image (checksummed). The replicated state
+//!   itself is in memory, rebuilt at start from the snapshot and the log.
 //! - `bootstrap.json`, `join.json`: an unfinished bootstrap or join, resumed on restart.
 //! - `admin-password`: the generated admin password, when none was given.
 

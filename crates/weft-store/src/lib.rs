@@ -353,6 +353,11 @@ impl Store {
         Ok(StateView::new(lock(&self.state).clone()))
     }
 
+    /// How many rows the replicated state has (what a snapshot has to write).
+    pub fn state_rows(&self) -> usize {
+        lock(&self.state).rows()
+    }
+
     /// A state-machine metadata value (applied log id, membership), as last committed by
     /// [`Store::write_state`] or [`Store::import_state`].
     pub fn get_sm_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -51,6 +51,10 @@ impl Image {
         Ok(image)
     }
 
+    pub(crate) fn rows(&self) -> usize {
+        self.state.len()
+    }
+
     pub(crate) fn sm_meta(&self, k: &str) -> Option<Vec<u8>> {
         self.sm_meta.get(k).map(|v| v.to_vec())
     }

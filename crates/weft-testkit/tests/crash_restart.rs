@@ -107,6 +107,7 @@ async fn lagging_node_catches_up_by_snapshot() -> anyhow::Result<()> {
     events::install();
     let mut timing = test_timing();
     timing.snapshot_logs = 20;
+    timing.snapshot_logs_max = 20;
     timing.logs_to_keep = 5;
     let mut c = Cluster::start_with(3, timing).await?;
     let leader = c.wait_leader(SETTLE).await?;
