@@ -25,6 +25,9 @@ pub enum ErrorCode {
     CouldNotParseBody,
     /// A field has an invalid value (`cause` names the field).
     InvalidField,
+    /// A list's `filter` or `sort` does not parse (`cause` and `error.data.position` say
+    /// where).
+    InvalidFilter,
     /// The entity (or route) does not exist.
     NotFound,
     /// The name is already taken.
@@ -43,7 +46,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for table tests and documentation.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::ClusterNoLeader,
         ErrorCode::ControllerNotInQuorum,
         ErrorCode::Timeout,
@@ -53,6 +56,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::CouldNotParseBody,
         ErrorCode::InvalidField,
+        ErrorCode::InvalidFilter,
         ErrorCode::NotFound,
         ErrorCode::EntityAlreadyExists,
         ErrorCode::RequestEntityTooLarge,
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::CouldNotParseBody => 400,
             ErrorCode::InvalidField => 400,
+            ErrorCode::InvalidFilter => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::EntityAlreadyExists => 409,
             ErrorCode::RequestEntityTooLarge => 413,
@@ -106,6 +111,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::CouldNotParseBody => "COULD_NOT_PARSE_BODY",
             ErrorCode::InvalidField => "INVALID_FIELD",
+            ErrorCode::InvalidFilter => "INVALID_FILTER",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::EntityAlreadyExists => "ENTITY_ALREADY_EXISTS",
             ErrorCode::RequestEntityTooLarge => "REQUEST_ENTITY_TOO_LARGE",
@@ -148,6 +154,7 @@ mod tests {
             (ErrorCode::Forbidden, 403, "FORBIDDEN"),
             (ErrorCode::CouldNotParseBody, 400, "COULD_NOT_PARSE_BODY"),
             (ErrorCode::InvalidField, 400, "INVALID_FIELD"),
+            (ErrorCode::InvalidFilter, 400, "INVALID_FILTER"),
             (ErrorCode::NotFound, 404, "NOT_FOUND"),
             (ErrorCode::EntityAlreadyExists, 409, "ENTITY_ALREADY_EXISTS"),
             (

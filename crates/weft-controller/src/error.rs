@@ -33,6 +33,12 @@ impl ApiError {
         self
     }
 
+    /// Adds machine-readable details (`error.data`).
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
     /// A field error naming the field.
     pub fn field(field: &str, reason: impl Into<String>) -> Self {
         ApiError::new(

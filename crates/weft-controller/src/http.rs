@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_api::{Envelope, ErrorCode, Meta, Pagination};
+use weft_model::entity::ListQuery;
+use weft_model::filter::{Filter, FilterError, Sort};
 
 use crate::error::ApiError;
 
@@ -210,25 +212,83 @@ pub struct Paging {
     pub offset: u64,
 }
 
-/// The query string of a read: paging and consistency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The query string of a read: paging, filter, sort and consistency.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReadQuery {
     pub paging: Paging,
+    /// `filter=` (see [`weft_model::filter`]).
+    pub filter: Option<Filter>,
+    /// `sort=`, e.g. `name asc` or `createdAt desc`; name ascending by default.
+    pub sort: Sort,
     pub linearizable: bool,
 }
 
-/// Parses `limit`, `offset` and `consistency` from a raw query string.
+impl ReadQuery {
+    /// What to ask the entity layer for.
+    pub fn list_query(&self) -> ListQuery {
+        ListQuery {
+            offset: self.paging.offset,
+            limit: self.paging.limit,
+            filter: self.filter.clone(),
+            sort: self.sort,
+        }
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` query value (`+` is a space, `%XX` a
+/// byte); `None` when it is not valid percent-encoded UTF-8.
+fn form_decode(v: &str) -> Option<String> {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = v.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn filter_error(param: &str, e: FilterError) -> ApiError {
+    ApiError::new(ErrorCode::InvalidFilter, format!("invalid {param}: {e}"))
+        .with_cause(format!("{param}: {e}"))
+        .with_data(serde_json::json!({ "parameter": param, "position": e.position }))
+}
+
+/// Parses `limit`, `offset`, `filter`, `sort` and `consistency` from a raw query string.
 pub fn parse_read_query(raw: Option<&str>) -> Result<ReadQuery, ApiError> {
     let mut q = ReadQuery {
         paging: Paging {
             limit: DEFAULT_LIMIT,
             offset: 0,
         },
+        filter: None,
+        sort: Sort::default(),
         linearizable: false,
     };
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
+            "filter" | "sort" => {
+                let text = form_decode(v).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidFilter,
+                        format!("{k} is not valid percent-encoded UTF-8"),
+                    )
+                })?;
+                if k == "filter" {
+                    q.filter = Some(Filter::parse(&text).map_err(|e| filter_error(k, e))?);
+                } else {
+                    q.sort = Sort::parse(&text).map_err(|e| filter_error(k, e))?;
+                }
+            }
             "limit" => {
                 let n: u32 = v.parse().map_err(|_| {
                     ApiError::field("limit", format!("{v:?} is not a whole number"))
@@ -265,6 +325,50 @@ pub fn parse_read_query(raw: Option<&str>) -> Result<ReadQuery, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_and_sort_are_decoded_and_parsed() {
+        let q = parse_read_query(Some(
+            "filter=name+%3D+%22caf%C3%A9%22+and+tags.env%3D'prod'&sort=createdAt%20desc",
+        ))
+        .unwrap();
+        let f = q.filter.expect("filter");
+        assert!(f.matches(&serde_json::json!({"name": "café", "tags": {"env": "prod"}})));
+        assert!(!f.matches(&serde_json::json!({"name": "cafe", "tags": {"env": "prod"}})));
+        assert_eq!(q.sort, Sort::parse("createdAt desc").unwrap());
+        assert_eq!(parse_read_query(None).unwrap().sort, Sort::default());
+
+        for (bad, position) in [
+            ("filter=name+%3D", 6),
+            ("filter=name+~+1", 5),
+            ("sort=size", 0),
+        ] {
+            let e = parse_read_query(Some(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidFilter, "{bad}");
+            assert_eq!(e.data.as_ref().unwrap()["position"], position, "{bad}");
+        }
+        for bad in [
+            "filter=%",
+            "filter=%4",
+            "filter=%zz",
+            "filter=%FF",
+            "sort=%C3",
+        ] {
+            let e = parse_read_query(Some(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidFilter, "{bad}");
+        }
+    }
+
+    #[test]
+    fn form_decode_handles_plus_percent_and_utf8() {
+        assert_eq!(form_decode("a+b%20c").as_deref(), Some("a b c"));
+        assert_eq!(form_decode("%E2%9C%93").as_deref(), Some("✓"));
+        assert_eq!(form_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(form_decode("%2B").as_deref(), Some("+"));
+        assert_eq!(form_decode("%"), None);
+        assert_eq!(form_decode("%G0"), None);
+        assert_eq!(form_decode("%FF"), None, "not UTF-8");
+    }
 
     #[test]
     fn paging_defaults_and_bounds() {

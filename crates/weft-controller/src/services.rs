@@ -47,7 +47,7 @@ pub async fn list(
     let q = parse_read_query(raw.as_deref())?;
     let stale = prepare_read(&state, q.linearizable).await?;
     let view = state.node.read_state()?;
-    let p = entity::list(&view, KIND, q.paging.offset, q.paging.limit)?;
+    let p = entity::list(&view, KIND, &q.list_query())?;
     Ok(mark_stale(page(p.items, q.paging, p.total), stale))
 }
 

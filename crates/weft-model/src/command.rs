@@ -211,7 +211,7 @@ mod tests {
         let mut st = MemState::default();
         apply(&mut st, &svc("a", "web")).unwrap().unwrap();
         apply(&mut st, &svc("b", "db")).unwrap().unwrap();
-        let page = entity::list(&st, EntityKind::Service, 0, 10).unwrap();
+        let page = entity::list(&st, EntityKind::Service, &entity::ListQuery::page(0, 10)).unwrap();
         assert_eq!(page.total, 2);
         assert_eq!(page.items[0]["name"], "db", "ordered by name");
         let mut patch = Map::new();
@@ -246,7 +246,9 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            entity::list(&st, EntityKind::Service, 0, 10).unwrap().total,
+            entity::list(&st, EntityKind::Service, &entity::ListQuery::page(0, 10))
+                .unwrap()
+                .total,
             2
         );
     }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::filter::{Filter, Sort};
 use crate::{validate, DomainError, StateRead, StateWrite, StorageFault};
 
 /// The kinds of replicated entities.
@@ -86,8 +87,55 @@ pub fn id_by_name(
         .map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
-/// A page of records, ordered by name.
-pub fn list(
+/// What a list asks for: one page, optionally filtered and sorted (the `limit`, `offset`,
+/// `filter` and `sort` query parameters).
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub offset: u64,
+    pub limit: u32,
+    /// Only records that match; `None`: all.
+    pub filter: Option<Filter>,
+    /// The order of the whole result before paging.
+    pub sort: Sort,
+}
+
+impl ListQuery {
+    /// The first `limit` records by name, unfiltered.
+    pub fn page(offset: u64, limit: u32) -> Self {
+        ListQuery {
+            offset,
+            limit,
+            filter: None,
+            sort: Sort::default(),
+        }
+    }
+}
+
+/// A page of the records `q` selects; `total` counts every match, not just this page.
+pub fn list(st: &dyn StateRead, kind: EntityKind, q: &ListQuery) -> Result<ListPage, StorageFault> {
+    if q.filter.is_none() && q.sort == Sort::default() {
+        return list_by_name(st, kind, q.offset, q.limit);
+    }
+    let mut matched = Vec::new();
+    for (_, bytes) in st.scan(kind.table())? {
+        let record = decode(&bytes)?;
+        if q.filter.as_ref().is_none_or(|f| f.matches(&record)) {
+            matched.push(record);
+        }
+    }
+    let total = matched.len() as u64;
+    matched.sort_by(|a, b| q.sort.compare(a, b));
+    let items = matched
+        .into_iter()
+        .skip(usize::try_from(q.offset).unwrap_or(usize::MAX))
+        .take(q.limit as usize)
+        .collect();
+    Ok(ListPage { items, total })
+}
+
+/// The unfiltered list in name order, straight off the name index: only the page's records
+/// are read.
+fn list_by_name(
     st: &dyn StateRead,
     kind: EntityKind,
     offset: u64,

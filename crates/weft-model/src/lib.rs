@@ -11,6 +11,7 @@
 pub mod command;
 pub mod entity;
 pub mod error;
+pub mod filter;
 pub mod state;
 pub mod validate;
 
