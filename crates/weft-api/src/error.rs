@@ -32,6 +32,8 @@ pub enum ErrorCode {
     NotFound,
     /// The name is already taken.
     EntityAlreadyExists,
+    /// The entity cannot be deleted: something still refers to it (a policy by `@id`...).
+    CanNotDeleteReferencedEntity,
     /// The body is larger than the server accepts.
     RequestEntityTooLarge,
     /// The HTTP method is not supported on this route.
@@ -46,7 +48,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for table tests and documentation.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::ClusterNoLeader,
         ErrorCode::ControllerNotInQuorum,
         ErrorCode::Timeout,
@@ -59,6 +61,7 @@ impl ErrorCode {
         ErrorCode::InvalidFilter,
         ErrorCode::NotFound,
         ErrorCode::EntityAlreadyExists,
+        ErrorCode::CanNotDeleteReferencedEntity,
         ErrorCode::RequestEntityTooLarge,
         ErrorCode::MethodNotAllowed,
         ErrorCode::InvalidJoinToken,
@@ -81,6 +84,7 @@ impl ErrorCode {
             ErrorCode::InvalidFilter => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::EntityAlreadyExists => 409,
+            ErrorCode::CanNotDeleteReferencedEntity => 409,
             ErrorCode::RequestEntityTooLarge => 413,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidJoinToken => 401,
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::InvalidFilter => "INVALID_FILTER",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::EntityAlreadyExists => "ENTITY_ALREADY_EXISTS",
+            ErrorCode::CanNotDeleteReferencedEntity => "CAN_NOT_DELETE_REFERENCED_ENTITY",
             ErrorCode::RequestEntityTooLarge => "REQUEST_ENTITY_TOO_LARGE",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::InvalidJoinToken => "INVALID_JOIN_TOKEN",
@@ -157,6 +162,11 @@ mod tests {
             (ErrorCode::InvalidFilter, 400, "INVALID_FILTER"),
             (ErrorCode::NotFound, 404, "NOT_FOUND"),
             (ErrorCode::EntityAlreadyExists, 409, "ENTITY_ALREADY_EXISTS"),
+            (
+                ErrorCode::CanNotDeleteReferencedEntity,
+                409,
+                "CAN_NOT_DELETE_REFERENCED_ENTITY",
+            ),
             (
                 ErrorCode::RequestEntityTooLarge,
                 413,

@@ -20,27 +20,191 @@ pub struct Service {
     pub updated_at: String,
 }
 
-/// `POST /edge/management/v1/services`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServiceCreate {
-    pub name: String,
-    #[serde(default)]
-    pub role_attributes: Vec<String>,
-    #[serde(default)]
-    pub tags: Tags,
+/// Declares an entity's `POST` body (unknown fields refused, defaults filled in) and its
+/// `PATCH` body (the same fields, all optional). Both serialize in camelCase, as stored.
+macro_rules! entity_bodies {
+    (
+        $(#[$cdoc:meta])* $create:ident, $(#[$pdoc:meta])* $patch:ident {
+            $( $(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?
+        }
+    ) => {
+        $(#[$cdoc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $create {
+            pub name: String,
+            $(
+                $(#[$fdoc])*
+                #[serde(default = $default)]
+                pub $field: $ty,
+            )*
+            #[serde(default)]
+            pub tags: Tags,
+        }
+
+        $(#[$pdoc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $patch {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub name: Option<String>,
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub tags: Option<Tags>,
+        }
+    };
 }
 
-/// `PATCH /edge/management/v1/services/{id}`: every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServicePatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role_attributes: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
+fn no_strings() -> Vec<String> {
+    Vec::new()
+}
+fn yes() -> bool {
+    true
+}
+fn no() -> bool {
+    false
+}
+fn smart_routing() -> String {
+    "smartrouting".into()
+}
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+fn all_of() -> Semantic {
+    Semantic::AllOf
+}
+fn user() -> IdentityType {
+    IdentityType::User
+}
+fn required_text() -> String {
+    String::new()
+}
+fn dial() -> PolicyType {
+    PolicyType::Dial
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/services`.
+    ServiceCreate,
+    /// `PATCH /edge/management/v1/services/{id}`: every field optional.
+    ServicePatch {
+        role_attributes: Vec<String> = "no_strings",
+        /// Ids of the configs attached to the service (at most one per config type).
+        configs: Vec<String> = "no_strings",
+        /// Whether clients must encrypt end to end (OpenZiti's default: true).
+        encryption_required: bool = "yes",
+        /// How a router picks among the service's terminators.
+        terminator_strategy: String = "smart_routing",
+    }
+}
+
+/// What kind of party an identity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentityType {
+    User,
+    Device,
+    Service,
+    Router,
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/identities`.
+    IdentityCreate,
+    /// `PATCH /edge/management/v1/identities/{id}`.
+    IdentityPatch {
+        /// `User`, `Device`, `Service` or `Router`.
+        r#type: IdentityType = "user",
+        /// Admins may use the management API.
+        is_admin: bool = "no",
+        role_attributes: Vec<String> = "no_strings",
+    }
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/edge-routers`.
+    EdgeRouterCreate,
+    /// `PATCH /edge/management/v1/edge-routers/{id}`.
+    EdgeRouterPatch {
+        role_attributes: Vec<String> = "no_strings",
+        /// Whether the router also intercepts traffic as a tunneler.
+        is_tunneler_enabled: bool = "no",
+    }
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/config-types`.
+    ConfigTypeCreate,
+    /// `PATCH /edge/management/v1/config-types/{id}`.
+    ConfigTypePatch {
+        /// The JSON Schema every config of this type must satisfy (`{}`: anything).
+        schema: serde_json::Value = "empty_object",
+    }
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/configs`.
+    ConfigCreate,
+    /// `PATCH /edge/management/v1/configs/{id}`.
+    ConfigPatch {
+        /// The config type's id (required).
+        config_type_id: String = "required_text",
+        /// The config itself: a JSON object valid under the type's schema.
+        data: serde_json::Value = "empty_object",
+    }
+}
+
+/// How a policy combines its role attributes: match all of them, or any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Semantic {
+    AllOf,
+    AnyOf,
+}
+
+/// What a service policy grants: dialing the service, or binding (hosting) it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyType {
+    Dial,
+    Bind,
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/service-policies`.
+    ServicePolicyCreate,
+    /// `PATCH /edge/management/v1/service-policies/{id}`.
+    ServicePolicyPatch {
+        /// `Dial` or `Bind`.
+        r#type: PolicyType = "dial",
+        semantic: Semantic = "all_of",
+        /// Roles (`#attribute`, `@id`, `#all`) selecting identities.
+        identity_roles: Vec<String> = "no_strings",
+        /// Roles selecting services.
+        service_roles: Vec<String> = "no_strings",
+    }
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/edge-router-policies`.
+    EdgeRouterPolicyCreate,
+    /// `PATCH /edge/management/v1/edge-router-policies/{id}`.
+    EdgeRouterPolicyPatch {
+        semantic: Semantic = "all_of",
+        identity_roles: Vec<String> = "no_strings",
+        edge_router_roles: Vec<String> = "no_strings",
+    }
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/service-edge-router-policies`.
+    ServiceEdgeRouterPolicyCreate,
+    /// `PATCH /edge/management/v1/service-edge-router-policies/{id}`.
+    ServiceEdgeRouterPolicyPatch {
+        semantic: Semantic = "all_of",
+        service_roles: Vec<String> = "no_strings",
+        edge_router_roles: Vec<String> = "no_strings",
+    }
 }
 
 /// Answer of a create: the new entity's id (OpenZiti style), plus the entity.

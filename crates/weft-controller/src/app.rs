@@ -11,7 +11,7 @@ use weft_cluster::Node;
 
 use crate::error::ApiError;
 use crate::tokens::NodeSigner;
-use crate::{cluster_api, http, peer_api, services, session, status};
+use crate::{cluster_api, http, peer_api, resources, session, status};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -52,7 +52,8 @@ pub fn router(state: Shared) -> Router {
     let mgmt = "/edge/management/v1";
     let client = "/edge/client/v1";
     let cluster = "/fabric/v1/cluster";
-    Router::new()
+    let router = resources::all(Router::new(), mgmt);
+    router
         .route("/version", get(status::version))
         .route("/health-checks", get(status::health))
         .route("/metrics", get(status::metrics))
@@ -68,16 +69,6 @@ pub fn router(state: Shared) -> Router {
         .route(
             &format!("{client}/current-api-session/refresh"),
             post(session::refresh),
-        )
-        .route(
-            &format!("{mgmt}/services"),
-            get(services::list).post(services::create),
-        )
-        .route(
-            &format!("{mgmt}/services/{{id}}"),
-            get(services::get)
-                .patch(services::update)
-                .delete(services::delete),
         )
         .route(
             &format!("{cluster}/list-members"),

@@ -104,6 +104,10 @@ impl From<DomainError> for ApiError {
                 ApiError::new(ErrorCode::EntityAlreadyExists, msg).with_cause("name")
             }
             DomainError::InvalidField { field, reason } => ApiError::field(&field, reason),
+            DomainError::Referenced { .. } => {
+                ApiError::new(ErrorCode::CanNotDeleteReferencedEntity, msg)
+            }
+            DomainError::Storage(f) => ApiError::internal(f),
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::filter::{Filter, Sort};
+use crate::schema::Schema;
 use crate::{validate, DomainError, StateRead, StateWrite, StorageFault};
 
 /// The kinds of replicated entities.
@@ -14,13 +15,46 @@ use crate::{validate, DomainError, StateRead, StateWrite, StorageFault};
 #[serde(rename_all = "kebab-case")]
 pub enum EntityKind {
     Service,
+    Identity,
+    EdgeRouter,
+    ConfigType,
+    Config,
+    ServicePolicy,
+    EdgeRouterPolicy,
+    ServiceEdgeRouterPolicy,
 }
 
+/// The kinds whose records hold role lists naming other entities (`@id`).
+const POLICY_KINDS: [EntityKind; 3] = [
+    EntityKind::ServicePolicy,
+    EntityKind::EdgeRouterPolicy,
+    EntityKind::ServiceEdgeRouterPolicy,
+];
+
 impl EntityKind {
+    /// Every kind.
+    pub const ALL: [EntityKind; 8] = [
+        EntityKind::Service,
+        EntityKind::Identity,
+        EntityKind::EdgeRouter,
+        EntityKind::ConfigType,
+        EntityKind::Config,
+        EntityKind::ServicePolicy,
+        EntityKind::EdgeRouterPolicy,
+        EntityKind::ServiceEdgeRouterPolicy,
+    ];
+
     /// The table the records live in (also the REST collection name).
     pub fn table(self) -> &'static str {
         match self {
             EntityKind::Service => "services",
+            EntityKind::Identity => "identities",
+            EntityKind::EdgeRouter => "edge-routers",
+            EntityKind::ConfigType => "config-types",
+            EntityKind::Config => "configs",
+            EntityKind::ServicePolicy => "service-policies",
+            EntityKind::EdgeRouterPolicy => "edge-router-policies",
+            EntityKind::ServiceEdgeRouterPolicy => "service-edge-router-policies",
         }
     }
 
@@ -28,6 +62,13 @@ impl EntityKind {
     pub fn singular(self) -> &'static str {
         match self {
             EntityKind::Service => "service",
+            EntityKind::Identity => "identity",
+            EntityKind::EdgeRouter => "edge router",
+            EntityKind::ConfigType => "config type",
+            EntityKind::Config => "config",
+            EntityKind::ServicePolicy => "service policy",
+            EntityKind::EdgeRouterPolicy => "edge router policy",
+            EntityKind::ServiceEdgeRouterPolicy => "service edge router policy",
         }
     }
 
@@ -35,20 +76,249 @@ impl EntityKind {
         format!("{}.by-name", self.table())
     }
 
-    /// Checks a whole record of this kind (after create or after merging a patch).
+    /// The role-list fields of this kind's records, each with the kind its `@id`s name.
+    pub fn role_fields(self) -> &'static [(&'static str, EntityKind)] {
+        match self {
+            EntityKind::ServicePolicy => &[
+                ("identityRoles", EntityKind::Identity),
+                ("serviceRoles", EntityKind::Service),
+            ],
+            EntityKind::EdgeRouterPolicy => &[
+                ("identityRoles", EntityKind::Identity),
+                ("edgeRouterRoles", EntityKind::EdgeRouter),
+            ],
+            EntityKind::ServiceEdgeRouterPolicy => &[
+                ("serviceRoles", EntityKind::Service),
+                ("edgeRouterRoles", EntityKind::EdgeRouter),
+            ],
+            _ => &[],
+        }
+    }
+
+    /// Checks a whole record of this kind on its own (after create, or after merging a
+    /// patch): the shape and types of every field (as the create body, so unknown fields
+    /// are refused) and each field's rules.
     pub fn validate(self, record: &Value) -> Result<(), DomainError> {
+        use weft_api::models as m;
+        let mut body = record.as_object().cloned().unwrap_or_default();
+        for k in ["id", "createdAt", "updatedAt"] {
+            body.remove(k);
+        }
+        let body = Value::Object(body);
+        fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, DomainError> {
+            serde_json::from_value(v).map_err(|e| DomainError::InvalidField {
+                field: "body".into(),
+                reason: e.to_string(),
+            })
+        }
+        let name = str_field(record, "name");
+        validate::name("name", name)?;
         match self {
             EntityKind::Service => {
-                let svc: weft_api::models::Service = serde_json::from_value(record.clone())
+                let b: m::ServiceCreate = parse(body)?;
+                validate::role_attributes("roleAttributes", &b.role_attributes)?;
+                validate::ids("configs", &b.configs)?;
+                validate::name("terminatorStrategy", &b.terminator_strategy)
+            }
+            EntityKind::Identity => {
+                let b: m::IdentityCreate = parse(body)?;
+                validate::role_attributes("roleAttributes", &b.role_attributes)
+            }
+            EntityKind::EdgeRouter => {
+                let b: m::EdgeRouterCreate = parse(body)?;
+                validate::role_attributes("roleAttributes", &b.role_attributes)
+            }
+            EntityKind::ConfigType => {
+                let b: m::ConfigTypeCreate = parse(body)?;
+                Schema::compile(&b.schema)
+                    .map(drop)
                     .map_err(|e| DomainError::InvalidField {
-                        field: "body".into(),
-                        reason: e.to_string(),
-                    })?;
-                validate::name("name", &svc.name)?;
-                validate::role_attributes("roleAttributes", &svc.role_attributes)
+                        field: format!("schema{}", e.path),
+                        reason: e.message,
+                    })
+            }
+            EntityKind::Config => {
+                let b: m::ConfigCreate = parse(body)?;
+                validate::ids("configTypeId", std::slice::from_ref(&b.config_type_id))?;
+                if !b.data.is_object() {
+                    return Err(DomainError::InvalidField {
+                        field: "data".into(),
+                        reason: "must be a JSON object".into(),
+                    });
+                }
+                Ok(())
+            }
+            EntityKind::ServicePolicy => {
+                let b: m::ServicePolicyCreate = parse(body)?;
+                validate::roles("identityRoles", &b.identity_roles)?;
+                validate::roles("serviceRoles", &b.service_roles)
+            }
+            EntityKind::EdgeRouterPolicy => {
+                let b: m::EdgeRouterPolicyCreate = parse(body)?;
+                validate::roles("identityRoles", &b.identity_roles)?;
+                validate::roles("edgeRouterRoles", &b.edge_router_roles)
+            }
+            EntityKind::ServiceEdgeRouterPolicy => {
+                let b: m::ServiceEdgeRouterPolicyCreate = parse(body)?;
+                validate::roles("serviceRoles", &b.service_roles)?;
+                validate::roles("edgeRouterRoles", &b.edge_router_roles)
             }
         }
     }
+
+    /// Checks what a record says about *other* records, against `st`: every `@id` in a role
+    /// list names an existing entity of the right kind; a service's configs exist and are of
+    /// different types; a config's type exists and its data satisfies the type's schema; a
+    /// config type's new schema still accepts every config of that type.
+    pub fn validate_in(self, st: &dyn StateRead, record: &Value) -> Result<(), DomainError> {
+        let invalid = |field: String, reason: String| DomainError::InvalidField { field, reason };
+        for (field, target) in self.role_fields() {
+            for (i, role) in strings(record, field).iter().enumerate() {
+                if let Some(id) = role.strip_prefix('@') {
+                    if get(st, *target, id)?.is_none() {
+                        return Err(invalid(
+                            format!("{field}[{i}]"),
+                            format!("no {} has id {id:?}", target.singular()),
+                        ));
+                    }
+                }
+            }
+        }
+        match self {
+            EntityKind::Service => {
+                let mut types = std::collections::BTreeMap::new();
+                for (i, id) in strings(record, "configs").iter().enumerate() {
+                    let Some(config) = get(st, EntityKind::Config, id)? else {
+                        return Err(invalid(
+                            format!("configs[{i}]"),
+                            format!("no config has id {id:?}"),
+                        ));
+                    };
+                    let ty = str_field(&config, "configTypeId").to_owned();
+                    if let Some(other) = types.insert(ty.clone(), id.clone()) {
+                        return Err(invalid(
+                            format!("configs[{i}]"),
+                            format!("configs {other} and {id} have the same config type {ty}; a service takes one config per type"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            EntityKind::Config => {
+                let ty_id = str_field(record, "configTypeId");
+                let Some(ty) = get(st, EntityKind::ConfigType, ty_id)? else {
+                    return Err(invalid(
+                        "configTypeId".into(),
+                        format!("no config type has id {ty_id:?}"),
+                    ));
+                };
+                check_config(&ty, record, "data")
+            }
+            EntityKind::ConfigType => {
+                let id = str_field(record, "id");
+                for (_, bytes) in st.scan(EntityKind::Config.table())? {
+                    let config = decode(&bytes)?;
+                    if str_field(&config, "configTypeId") == id {
+                        check_config(record, &config, "schema").map_err(|e| match e {
+                            DomainError::InvalidField { reason, .. } => invalid(
+                                "schema".into(),
+                                format!(
+                                    "config {} would no longer be valid: {reason}",
+                                    str_field(&config, "id")
+                                ),
+                            ),
+                            e => e,
+                        })?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What still refers to the record `id` of this kind (a policy naming it by `@id`, a
+    /// config of this type, a service using this config), if anything: it cannot be
+    /// deleted then.
+    pub fn referenced_by(
+        self,
+        st: &dyn StateRead,
+        id: &str,
+    ) -> Result<Option<String>, StorageFault> {
+        let at_id = format!("@{id}");
+        for kind in POLICY_KINDS {
+            for (field, target) in kind.role_fields() {
+                if *target != self {
+                    continue;
+                }
+                for (_, bytes) in st.scan(kind.table())? {
+                    let policy = decode(&bytes)?;
+                    if strings(&policy, field).contains(&at_id) {
+                        return Ok(Some(format!(
+                            "{} {} ({field})",
+                            kind.singular(),
+                            str_field(&policy, "id")
+                        )));
+                    }
+                }
+            }
+        }
+        let (user, field) = match self {
+            EntityKind::ConfigType => (EntityKind::Config, "configTypeId"),
+            EntityKind::Config => (EntityKind::Service, "configs"),
+            _ => return Ok(None),
+        };
+        for (_, bytes) in st.scan(user.table())? {
+            let r = decode(&bytes)?;
+            let hit = match r.get(field) {
+                Some(Value::String(s)) => s == id,
+                Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(id)),
+                _ => false,
+            };
+            if hit {
+                return Ok(Some(format!(
+                    "{} {} ({field})",
+                    user.singular(),
+                    str_field(&r, "id")
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A config's `data` against its type's schema; errors name `field` plus the pointer.
+fn check_config(config_type: &Value, config: &Value, field: &str) -> Result<(), DomainError> {
+    let schema = config_type
+        .get("schema")
+        .cloned()
+        .unwrap_or(Value::Bool(true));
+    let invalid = |path: String, reason: String| DomainError::InvalidField {
+        field: format!("{field}{path}"),
+        reason,
+    };
+    let schema = Schema::compile(&schema).map_err(|e| invalid(e.path, e.message))?;
+    let data = config.get("data").cloned().unwrap_or(Value::Null);
+    schema.validate(&data).map_err(|e| {
+        if field == "data" {
+            invalid(e.path, e.message)
+        } else {
+            invalid(String::new(), format!("data{}: {}", e.path, e.message))
+        }
+    })
+}
+
+/// The strings of an array field (missing or other types: none).
+fn strings(record: &Value, field: &str) -> Vec<String> {
+    record
+        .get(field)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One page of a list.
@@ -157,12 +427,23 @@ fn list_by_name(
     Ok(ListPage { items, total })
 }
 
+/// Splits a check against state into its storage fault (the outer error) and its verdict.
+fn in_state(r: Result<(), DomainError>) -> Result<Result<(), DomainError>, StorageFault> {
+    match r {
+        Err(DomainError::Storage(f)) => Err(StorageFault(f)),
+        other => Ok(other),
+    }
+}
+
 pub(crate) fn create(
     st: &mut dyn StateWrite,
     kind: EntityKind,
     record: &Value,
 ) -> Result<Result<Value, DomainError>, StorageFault> {
     if let Err(e) = kind.validate(record) {
+        return Ok(Err(e));
+    }
+    if let Err(e) = in_state(kind.validate_in(st, record))? {
         return Ok(Err(e));
     }
     let id = str_field(record, "id");
@@ -222,6 +503,9 @@ pub(crate) fn update(
     if let Err(e) = kind.validate(&record) {
         return Ok(Err(e));
     }
+    if let Err(e) = in_state(kind.validate_in(st, &record))? {
+        return Ok(Err(e));
+    }
     let new_name = str_field(&record, "name").to_owned();
     if new_name != old_name {
         if id_by_name(st, kind, &new_name)?.is_some() {
@@ -248,6 +532,13 @@ pub(crate) fn delete(
             id: id.into(),
         }));
     };
+    if let Some(by) = kind.referenced_by(st, id)? {
+        return Ok(Err(DomainError::Referenced {
+            kind: kind.singular().into(),
+            id: id.into(),
+            by,
+        }));
+    }
     st.delete(&kind.name_index(), str_field(&record, "name"))?;
     st.delete(kind.table(), id)?;
     Ok(Ok(record))

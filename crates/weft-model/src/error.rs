@@ -13,6 +13,23 @@ pub enum DomainError {
     NameTaken { kind: String, name: String },
     #[error("invalid field {field}: {reason}")]
     InvalidField { field: String, reason: String },
+    /// Something still refers to the entity (a policy names it by `@id`, say).
+    #[error("{kind} {id} is referenced by {by}")]
+    Referenced {
+        kind: String,
+        id: String,
+        by: String,
+    },
+    /// Reading state failed while checking a command (never returned by apply as a
+    /// verdict: it is turned back into a [`StorageFault`]).
+    #[error("storage fault: {0}")]
+    Storage(String),
+}
+
+impl From<StorageFault> for DomainError {
+    fn from(f: StorageFault) -> Self {
+        DomainError::Storage(f.0)
+    }
 }
 
 /// The storage under the state machine failed (disk error, corrupt record).

@@ -47,9 +47,73 @@ pub fn role_attributes(field: &str, attrs: &[String]) -> Result<(), DomainError>
     Ok(())
 }
 
+/// Entity ids referenced by a field: each non-empty, at most 255 characters, no duplicates.
+pub fn ids(field: &str, ids: &[String]) -> Result<(), DomainError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let f = if ids.len() == 1 && !field.ends_with('s') {
+            field.to_owned()
+        } else {
+            format!("{field}[{i}]")
+        };
+        if id.is_empty() {
+            return Err(invalid(&f, "is required"));
+        }
+        name(&f, id)?;
+        if !seen.insert(id) {
+            return Err(invalid(&f, format!("duplicate id {id:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Policy roles: each `#all`, `#attribute` or `@id`; no duplicates.
+pub fn roles(field: &str, roles: &[String]) -> Result<(), DomainError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, r) in roles.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let rest = r
+            .strip_prefix('#')
+            .or_else(|| r.strip_prefix('@'))
+            .ok_or_else(|| invalid(&f, format!("{r:?} must be #all, #attribute or @id")))?;
+        name(&f, rest).map_err(|_| invalid(&f, format!("{r:?}: nothing after the # or @")))?;
+        if !seen.insert(r) {
+            return Err(invalid(&f, format!("duplicate role {r:?}")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_all_attribute_or_id() {
+        let ok: Vec<String> = ["#all", "#web", "@Ab3"].map(String::from).to_vec();
+        assert!(roles("serviceRoles", &ok).is_ok());
+        for (bad, why) in [
+            (vec!["web"], "no prefix"),
+            (vec!["#"], "nothing after #"),
+            (vec!["@"], "nothing after @"),
+            (vec!["#web", "#web"], "duplicate"),
+        ] {
+            let bad: Vec<String> = bad.into_iter().map(String::from).collect();
+            match roles("serviceRoles", &bad) {
+                Err(DomainError::InvalidField { field, .. }) => {
+                    assert!(field.starts_with("serviceRoles["), "{why}: {field}")
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn referenced_ids_are_present_and_distinct() {
+        assert!(ids("configs", &["a".into(), "b".into()]).is_ok());
+        assert!(ids("configs", &["a".into(), "a".into()]).is_err());
+        assert!(ids("configTypeId", &[String::new()]).is_err());
+    }
 
     #[test]
     fn names_are_bounded() {

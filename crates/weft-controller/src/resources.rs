@@ -1,0 +1,230 @@
+//! `/edge/management/v1/<collection>[/{id}]` for every replicated entity kind: list (paged,
+//! filtered, sorted), get, create, patch, delete, written once. A kind is served by
+//! declaring its [`Resource`] (its [`EntityKind`] and its create and patch bodies) and
+//! adding [`routes`] for it.
+//!
+//! Validation runs before proposing (a bad request never reaches the log) and again in
+//! apply (so the log can never hold an invalid state, whatever a proposer does); both are
+//! [`EntityKind::validate`] and [`EntityKind::validate_in`], so they cannot disagree.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use weft_api::models;
+use weft_api::ErrorCode;
+use weft_model::entity::{self, EntityKind};
+use weft_model::{Command, Outcome};
+
+use crate::app::Shared;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::http::{created, mark_stale, ok, page, parse_read_query, JsonBody};
+
+/// One entity kind served under the management API.
+pub trait Resource: Send + Sync + 'static {
+    /// The kind (its table names the collection).
+    const KIND: EntityKind;
+    /// The `POST` body: unknown fields refused, defaults filled in.
+    type Create: DeserializeOwned + Serialize + Send + 'static;
+    /// The `PATCH` body: every field optional, unknown fields refused.
+    type Patch: DeserializeOwned + Serialize + Send + 'static;
+}
+
+macro_rules! resource {
+    ($name:ident, $kind:ident, $create:ty, $patch:ty) => {
+        #[doc = concat!("The `", stringify!($kind), "` entity kind.")]
+        pub struct $name;
+        impl Resource for $name {
+            const KIND: EntityKind = EntityKind::$kind;
+            type Create = $create;
+            type Patch = $patch;
+        }
+    };
+}
+
+resource!(
+    Services,
+    Service,
+    models::ServiceCreate,
+    models::ServicePatch
+);
+resource!(
+    Identities,
+    Identity,
+    models::IdentityCreate,
+    models::IdentityPatch
+);
+resource!(
+    EdgeRouters,
+    EdgeRouter,
+    models::EdgeRouterCreate,
+    models::EdgeRouterPatch
+);
+resource!(
+    ConfigTypes,
+    ConfigType,
+    models::ConfigTypeCreate,
+    models::ConfigTypePatch
+);
+resource!(Configs, Config, models::ConfigCreate, models::ConfigPatch);
+resource!(
+    ServicePolicies,
+    ServicePolicy,
+    models::ServicePolicyCreate,
+    models::ServicePolicyPatch
+);
+resource!(
+    EdgeRouterPolicies,
+    EdgeRouterPolicy,
+    models::EdgeRouterPolicyCreate,
+    models::EdgeRouterPolicyPatch
+);
+resource!(
+    ServiceEdgeRouterPolicies,
+    ServiceEdgeRouterPolicy,
+    models::ServiceEdgeRouterPolicyCreate,
+    models::ServiceEdgeRouterPolicyPatch
+);
+
+/// Adds the collection and item routes of `R` under `base` (the management API path).
+pub fn routes<R: Resource>(router: Router<Shared>, base: &str) -> Router<Shared> {
+    let collection = format!("{base}/{}", R::KIND.table());
+    router
+        .route(&collection, get(list::<R>).post(create::<R>))
+        .route(
+            &format!("{collection}/{{id}}"),
+            get(get_one::<R>).patch(update::<R>).delete(delete::<R>),
+        )
+}
+
+/// Every kind the management API serves, in the order the routes are added.
+pub fn all(router: Router<Shared>, base: &str) -> Router<Shared> {
+    let router = routes::<Services>(router, base);
+    let router = routes::<Identities>(router, base);
+    let router = routes::<EdgeRouters>(router, base);
+    let router = routes::<ConfigTypes>(router, base);
+    let router = routes::<Configs>(router, base);
+    let router = routes::<ServicePolicies>(router, base);
+    let router = routes::<EdgeRouterPolicies>(router, base);
+    routes::<ServiceEdgeRouterPolicies>(router, base)
+}
+
+/// Runs a read: linearizable when asked, marked stale when this node is not in quorum.
+pub(crate) async fn prepare_read(state: &Shared, linearizable: bool) -> Result<bool, ApiError> {
+    if linearizable {
+        state.node.linearize().await?;
+        return Ok(false);
+    }
+    if !state.node.caught_up() {
+        // Just started: catch up first if we can, so a restart does not hide acknowledged
+        // writes; if we cannot, answer from local state marked stale.
+        let _ = state.node.linearize().await;
+    }
+    Ok(!state.node.in_quorum() || !state.node.caught_up())
+}
+
+fn entity_of(outcome: Outcome) -> Result<Value, ApiError> {
+    match outcome {
+        Outcome::Entity(v) => Ok(v),
+        Outcome::Done => Err(ApiError::internal("apply returned no entity")),
+    }
+}
+
+fn object_of<T: Serialize>(body: &T) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::to_value(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(ApiError::internal("body did not serialize to an object")),
+    }
+}
+
+/// `GET /<collection>`.
+async fn list<R: Resource>(
+    State(state): State<Shared>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_read_query(raw.as_deref())?;
+    let stale = prepare_read(&state, q.linearizable).await?;
+    let view = state.node.read_state()?;
+    let p = entity::list(&view, R::KIND, &q.list_query())?;
+    Ok(mark_stale(page(p.items, q.paging, p.total), stale))
+}
+
+/// `GET /<collection>/{id}`.
+async fn get_one<R: Resource>(
+    State(state): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_read_query(raw.as_deref())?;
+    let stale = prepare_read(&state, q.linearizable).await?;
+    let view = state.node.read_state()?;
+    match entity::get(&view, R::KIND, &id)? {
+        Some(rec) => Ok(mark_stale(ok(rec), stale)),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("{} {id} not found", R::KIND.singular()),
+        )),
+    }
+}
+
+/// `POST /<collection>`.
+async fn create<R: Resource>(
+    State(state): State<Shared>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<R::Create>,
+) -> Result<Response, ApiError> {
+    let mut record = object_of(&body)?;
+    let now = weft_model::rfc3339(weft_model::now_ms());
+    record.insert("id".into(), Value::String(weft_model::new_id()));
+    record.insert("createdAt".into(), Value::String(now.clone()));
+    record.insert("updatedAt".into(), Value::String(now));
+    let record = Value::Object(record);
+    R::KIND.validate(&record)?;
+    // References (to config types, to ids named in roles...) against local state: a quick
+    // answer for the common mistake; apply checks again against the committed state.
+    R::KIND.validate_in(&state.node.read_state()?, &record)?;
+    let (_, outcome) = state
+        .node
+        .write(Command::Create {
+            kind: R::KIND,
+            record,
+        })
+        .await?;
+    Ok(created(entity_of(outcome)?))
+}
+
+/// `PATCH /<collection>/{id}`.
+async fn update<R: Resource>(
+    State(state): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<R::Patch>,
+) -> Result<Response, ApiError> {
+    let cmd = Command::Update {
+        kind: R::KIND,
+        id,
+        patch: object_of(&body)?,
+        at: weft_model::now_ms(),
+    };
+    let (_, outcome) = state.node.write(cmd).await?;
+    Ok(ok(entity_of(outcome)?))
+}
+
+/// `DELETE /<collection>/{id}`.
+async fn delete<R: Resource>(
+    State(state): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .node
+        .write(Command::Delete { kind: R::KIND, id })
+        .await?;
+    Ok(ok(serde_json::json!({})))
+}
