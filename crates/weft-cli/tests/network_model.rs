@@ -172,6 +172,39 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
             r.body
         );
 
+        // What the policies grant alice, and why.
+        let r = c.get(&format!("{b}{MGMT}/identities/{alice}/services")).await?;
+        ensure!(
+            r.status == 200
+                && r.data().as_array().map(Vec::len) == Some(1)
+                && r.data()[0]["name"] == "web"
+                && r.data()[0]["permissions"] == json!(["Dial"]),
+            "alice's services: {}",
+            r.body
+        );
+        let r = c.get(&format!("{b}{MGMT}/identities/{alice}/edge-routers")).await?;
+        ensure!(
+            r.status == 200 && r.data()[0]["id"] == router.as_str(),
+            "alice's edge routers: {}",
+            r.body
+        );
+        let r = c
+            .get(&format!("{b}{MGMT}/identities/{alice}/policy-advice/{web}"))
+            .await?;
+        ensure!(
+            r.status == 200
+                && r.data()["isDialable"] == true
+                && r.data()["isBindable"] == false
+                && r.data()["dialPolicies"][0]["id"] == dial.as_str()
+                && r.data()["commonEdgeRouters"][0]["id"] == router.as_str(),
+            "policy advice: {}",
+            r.body
+        );
+        let r = c
+            .get(&format!("{b}{MGMT}/identities/{alice}/policy-advice/nope"))
+            .await?;
+        refused("advice for an unknown service", &r, 404, "NOT_FOUND")?;
+
         // Deleting what something refers to is refused, and nothing changes.
         for (coll, id) in [
             ("identities", alice.as_str()),

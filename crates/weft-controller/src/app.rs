@@ -11,7 +11,7 @@ use weft_cluster::Node;
 
 use crate::error::ApiError;
 use crate::tokens::NodeSigner;
-use crate::{cluster_api, http, peer_api, resources, session, status};
+use crate::{cluster_api, http, peer_api, policy_api, resources, session, status};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -54,6 +54,18 @@ pub fn router(state: Shared) -> Router {
     let cluster = "/fabric/v1/cluster";
     let router = resources::all(Router::new(), mgmt);
     router
+        .route(
+            &format!("{mgmt}/identities/{{id}}/services"),
+            get(policy_api::services),
+        )
+        .route(
+            &format!("{mgmt}/identities/{{id}}/edge-routers"),
+            get(policy_api::edge_routers),
+        )
+        .route(
+            &format!("{mgmt}/identities/{{id}}/policy-advice/{{service_id}}"),
+            get(policy_api::advice),
+        )
         .route("/version", get(status::version))
         .route("/health-checks", get(status::health))
         .route("/metrics", get(status::metrics))

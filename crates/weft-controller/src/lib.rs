@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod peer_api;
 pub mod pki;
+pub mod policy_api;
 pub mod resources;
 pub mod server;
 pub mod session;
