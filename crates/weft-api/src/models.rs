@@ -207,6 +207,33 @@ entity_bodies! {
     }
 }
 
+/// `POST /edge/management/v1/authenticators`: a username and password (`updb`) for an
+/// identity. The password is hashed (argon2id) before it is replicated and never shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthenticatorCreate {
+    /// Only `updb` for now.
+    pub method: String,
+    pub identity_id: String,
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// `PATCH /edge/management/v1/authenticators/{id}`: a new username or password (an admin's
+/// password reset).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthenticatorPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+}
+
 /// Answer of a create: the new entity's id (OpenZiti style), plus the entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Created<T> {

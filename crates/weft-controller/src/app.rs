@@ -11,7 +11,7 @@ use weft_cluster::Node;
 
 use crate::error::ApiError;
 use crate::tokens::NodeSigner;
-use crate::{cluster_api, http, peer_api, policy_api, resources, session, status};
+use crate::{client_api, cluster_api, http, peer_api, policy_api, resources, session, status};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -65,6 +65,15 @@ pub fn router(state: Shared) -> Router {
         .route(
             &format!("{mgmt}/identities/{{id}}/policy-advice/{{service_id}}"),
             get(policy_api::advice),
+        )
+        .route(
+            &format!("{client}/current-identity"),
+            get(client_api::current_identity),
+        )
+        .route(&format!("{client}/services"), get(client_api::services))
+        .route(
+            &format!("{client}/controllers"),
+            get(client_api::controllers),
         )
         .route("/version", get(status::version))
         .route("/health-checks", get(status::health))

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_api;
 pub mod cluster_api;
 pub mod error;
 pub mod http;

@@ -32,6 +32,17 @@ pub trait Resource: Send + Sync + 'static {
     type Create: DeserializeOwned + Serialize + Send + 'static;
     /// The `PATCH` body: every field optional, unknown fields refused.
     type Patch: DeserializeOwned + Serialize + Send + 'static;
+
+    /// The stored fields a create body stands for (run on the blocking pool: it may hash a
+    /// password). By default the body's own fields.
+    fn prepare_create(body: Self::Create) -> Result<Map<String, Value>, ApiError> {
+        object_of(&body)
+    }
+
+    /// The stored fields a patch body changes. By default the body's own fields.
+    fn prepare_patch(body: Self::Patch) -> Result<Map<String, Value>, ApiError> {
+        object_of(&body)
+    }
 }
 
 macro_rules! resource {
@@ -83,6 +94,56 @@ resource!(
     models::EdgeRouterPolicyCreate,
     models::EdgeRouterPolicyPatch
 );
+/// `authenticators`: username and password (`updb`) of an identity. The password is hashed
+/// here, before it is proposed, so it never reaches the log; the hash is never shown.
+pub struct Authenticators;
+
+impl Resource for Authenticators {
+    const KIND: EntityKind = EntityKind::Authenticator;
+    type Create = models::AuthenticatorCreate;
+    type Patch = models::AuthenticatorPatch;
+
+    fn prepare_create(body: Self::Create) -> Result<Map<String, Value>, ApiError> {
+        let mut m = Map::new();
+        m.insert("name".into(), Value::String(body.username));
+        m.insert("method".into(), Value::String(body.method));
+        m.insert("identityId".into(), Value::String(body.identity_id));
+        m.insert("passwordHash".into(), Value::String(hash(&body.password)?));
+        m.insert(
+            "tags".into(),
+            serde_json::to_value(body.tags).unwrap_or_default(),
+        );
+        Ok(m)
+    }
+
+    fn prepare_patch(body: Self::Patch) -> Result<Map<String, Value>, ApiError> {
+        let mut m = Map::new();
+        if let Some(u) = body.username {
+            m.insert("name".into(), Value::String(u));
+        }
+        if let Some(p) = body.password {
+            m.insert("passwordHash".into(), Value::String(hash(&p)?));
+        }
+        if let Some(t) = body.tags {
+            m.insert("tags".into(), serde_json::to_value(t).unwrap_or_default());
+        }
+        Ok(m)
+    }
+}
+
+/// Shortest password accepted.
+const MIN_PASSWORD: usize = 8;
+
+fn hash(password: &str) -> Result<String, ApiError> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::field(
+            "password",
+            format!("must be at least {MIN_PASSWORD} characters"),
+        ));
+    }
+    crate::tokens::hash_password(password).map_err(ApiError::internal)
+}
+
 resource!(
     ServiceEdgeRouterPolicies,
     ServiceEdgeRouterPolicy,
@@ -110,7 +171,8 @@ pub fn all(router: Router<Shared>, base: &str) -> Router<Shared> {
     let router = routes::<Configs>(router, base);
     let router = routes::<ServicePolicies>(router, base);
     let router = routes::<EdgeRouterPolicies>(router, base);
-    routes::<ServiceEdgeRouterPolicies>(router, base)
+    let router = routes::<ServiceEdgeRouterPolicies>(router, base);
+    routes::<Authenticators>(router, base)
 }
 
 /// Runs a read: linearizable when asked, marked stale when this node is not in quorum.
@@ -127,11 +189,21 @@ pub(crate) async fn prepare_read(state: &Shared, linearizable: bool) -> Result<b
     Ok(!state.node.in_quorum() || !state.node.caught_up())
 }
 
-fn entity_of(outcome: Outcome) -> Result<Value, ApiError> {
+/// The entity an apply produced, as the API shows it (no secret fields).
+fn entity_of(kind: EntityKind, outcome: Outcome) -> Result<Value, ApiError> {
     match outcome {
-        Outcome::Entity(v) => Ok(v),
+        Outcome::Entity(v) => Ok(kind.public(v)),
         Outcome::Done => Err(ApiError::internal("apply returned no entity")),
     }
+}
+
+/// Runs `f` on the blocking pool (password hashing is deliberately slow).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
 }
 
 fn object_of<T: Serialize>(body: &T) -> Result<Map<String, Value>, ApiError> {
@@ -165,7 +237,7 @@ async fn get_one<R: Resource>(
     let stale = prepare_read(&state, q.linearizable).await?;
     let view = state.node.read_state()?;
     match entity::get(&view, R::KIND, &id)? {
-        Some(rec) => Ok(mark_stale(ok(rec), stale)),
+        Some(rec) => Ok(mark_stale(ok(R::KIND.public(rec)), stale)),
         None => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("{} {id} not found", R::KIND.singular()),
@@ -179,7 +251,7 @@ async fn create<R: Resource>(
     _admin: Admin,
     JsonBody(body): JsonBody<R::Create>,
 ) -> Result<Response, ApiError> {
-    let mut record = object_of(&body)?;
+    let mut record = blocking(move || R::prepare_create(body)).await?;
     let now = weft_model::rfc3339(weft_model::now_ms());
     record.insert("id".into(), Value::String(weft_model::new_id()));
     record.insert("createdAt".into(), Value::String(now.clone()));
@@ -196,7 +268,7 @@ async fn create<R: Resource>(
             record,
         })
         .await?;
-    Ok(created(entity_of(outcome)?))
+    Ok(created(entity_of(R::KIND, outcome)?))
 }
 
 /// `PATCH /<collection>/{id}`.
@@ -209,11 +281,11 @@ async fn update<R: Resource>(
     let cmd = Command::Update {
         kind: R::KIND,
         id,
-        patch: object_of(&body)?,
+        patch: blocking(move || R::prepare_patch(body)).await?,
         at: weft_model::now_ms(),
     };
     let (_, outcome) = state.node.write(cmd).await?;
-    Ok(ok(entity_of(outcome)?))
+    Ok(ok(entity_of(R::KIND, outcome)?))
 }
 
 /// `DELETE /<collection>/{id}`.

@@ -8,6 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use weft_api::models::{ApiSession, PasswordLogin};
 use weft_api::ErrorCode;
+use weft_model::entity::{self, EntityKind};
 use weft_model::Command;
 
 use crate::app::Shared;
@@ -55,8 +56,13 @@ pub async fn authenticate(
         ));
     }
     let view = state.node.read_state()?;
-    let admin = weft_model::admin(&view, &login.username)?;
-    let hash = admin.as_ref().map(|a| a.password_hash.clone());
+    // The bootstrap administrator, or an identity's updb authenticator: who the session is
+    // for (subject), whether it is an admin, and the hash to check.
+    let found = match weft_model::admin(&view, &login.username)? {
+        Some(a) => Some((login.username.clone(), true, a.password_hash)),
+        None => identity_login(&view, &login.username)?,
+    };
+    let hash = found.as_ref().map(|(_, _, h)| h.clone());
     let password = login.password.clone();
     // argon2 is deliberately slow: keep it off the async workers.
     let good = tokio::task::spawn_blocking(move || match hash {
@@ -71,11 +77,31 @@ pub async fn authenticate(
             "invalid username or password",
         ));
     }
-    Ok(ok(issue(
-        &state,
-        weft_model::new_id(),
-        login.username,
-        true,
+    let (subject, is_admin, _) =
+        found.ok_or_else(|| ApiError::internal("checked a missing user"))?;
+    Ok(ok(issue(&state, weft_model::new_id(), subject, is_admin)))
+}
+
+/// The identity behind a `updb` username: (identity id, isAdmin, password hash).
+fn identity_login(
+    view: &weft_store::StateView,
+    username: &str,
+) -> Result<Option<(String, bool, String)>, ApiError> {
+    let auth = EntityKind::Authenticator;
+    let Some(aid) = entity::id_by_name(view, auth, username)? else {
+        return Ok(None);
+    };
+    let Some(a) = entity::get(view, auth, &aid)? else {
+        return Ok(None);
+    };
+    let identity_id = a["identityId"].as_str().unwrap_or_default();
+    let Some(identity) = entity::get(view, EntityKind::Identity, identity_id)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        identity_id.to_owned(),
+        identity["isAdmin"].as_bool().unwrap_or(false),
+        a["passwordHash"].as_str().unwrap_or_default().to_owned(),
     )))
 }
 

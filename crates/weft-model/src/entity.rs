@@ -22,7 +22,25 @@ pub enum EntityKind {
     ServicePolicy,
     EdgeRouterPolicy,
     ServiceEdgeRouterPolicy,
+    Authenticator,
 }
+
+/// An authenticator as stored: `name` is the username; `passwordHash` is never shown.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // parsed to check the shape
+struct StoredAuthenticator {
+    name: String,
+    method: String,
+    identity_id: String,
+    password_hash: String,
+    #[serde(default)]
+    tags: serde_json::Map<String, Value>,
+}
+
+/// Fields kept in state but never shown by the API (nor matched by list filters, which
+/// could otherwise probe them).
+const SECRET_FIELDS: [&str; 1] = ["passwordHash"];
 
 /// The kinds whose records hold role lists naming other entities (`@id`).
 const POLICY_KINDS: [EntityKind; 3] = [
@@ -33,7 +51,7 @@ const POLICY_KINDS: [EntityKind; 3] = [
 
 impl EntityKind {
     /// Every kind.
-    pub const ALL: [EntityKind; 8] = [
+    pub const ALL: [EntityKind; 9] = [
         EntityKind::Service,
         EntityKind::Identity,
         EntityKind::EdgeRouter,
@@ -42,6 +60,7 @@ impl EntityKind {
         EntityKind::ServicePolicy,
         EntityKind::EdgeRouterPolicy,
         EntityKind::ServiceEdgeRouterPolicy,
+        EntityKind::Authenticator,
     ];
 
     /// The table the records live in (also the REST collection name).
@@ -55,6 +74,7 @@ impl EntityKind {
             EntityKind::ServicePolicy => "service-policies",
             EntityKind::EdgeRouterPolicy => "edge-router-policies",
             EntityKind::ServiceEdgeRouterPolicy => "service-edge-router-policies",
+            EntityKind::Authenticator => "authenticators",
         }
     }
 
@@ -69,7 +89,18 @@ impl EntityKind {
             EntityKind::ServicePolicy => "service policy",
             EntityKind::EdgeRouterPolicy => "edge router policy",
             EntityKind::ServiceEdgeRouterPolicy => "service edge router policy",
+            EntityKind::Authenticator => "authenticator",
         }
+    }
+
+    /// The record as the API shows it: without secret fields.
+    pub fn public(self, mut record: Value) -> Value {
+        if let Some(obj) = record.as_object_mut() {
+            for f in SECRET_FIELDS {
+                obj.remove(f);
+            }
+        }
+        record
     }
 
     fn name_index(self) -> String {
@@ -163,6 +194,23 @@ impl EntityKind {
                 validate::roles("serviceRoles", &b.service_roles)?;
                 validate::roles("edgeRouterRoles", &b.edge_router_roles)
             }
+            EntityKind::Authenticator => {
+                let b: StoredAuthenticator = parse(body)?;
+                if b.method != "updb" {
+                    return Err(DomainError::InvalidField {
+                        field: "method".into(),
+                        reason: format!("{:?} is not supported; use updb", b.method),
+                    });
+                }
+                validate::ids("identityId", std::slice::from_ref(&b.identity_id))?;
+                if !b.password_hash.starts_with("$argon2") {
+                    return Err(DomainError::InvalidField {
+                        field: "password".into(),
+                        reason: "must be hashed by the controller".into(),
+                    });
+                }
+                Ok(())
+            }
         }
     }
 
@@ -230,6 +278,23 @@ impl EntityKind {
                             e => e,
                         })?;
                     }
+                }
+                Ok(())
+            }
+            EntityKind::Authenticator => {
+                let identity = str_field(record, "identityId");
+                if get(st, EntityKind::Identity, identity)?.is_none() {
+                    return Err(invalid(
+                        "identityId".into(),
+                        format!("no identity has id {identity:?}"),
+                    ));
+                }
+                let name = str_field(record, "name");
+                if crate::admin(st, name)?.is_some() {
+                    return Err(invalid(
+                        "username".into(),
+                        format!("{name:?} is the bootstrap administrator's user name"),
+                    ));
                 }
                 Ok(())
             }
@@ -388,7 +453,7 @@ pub fn list(st: &dyn StateRead, kind: EntityKind, q: &ListQuery) -> Result<ListP
     }
     let mut matched = Vec::new();
     for (_, bytes) in st.scan(kind.table())? {
-        let record = decode(&bytes)?;
+        let record = kind.public(decode(&bytes)?);
         if q.filter.as_ref().is_none_or(|f| f.matches(&record)) {
             matched.push(record);
         }
@@ -421,7 +486,7 @@ fn list_by_name(
     {
         let id = String::from_utf8_lossy(&id).into_owned();
         if let Some(rec) = get(st, kind, &id)? {
-            items.push(rec);
+            items.push(kind.public(rec));
         }
     }
     Ok(ListPage { items, total })
@@ -538,6 +603,17 @@ pub(crate) fn delete(
             id: id.into(),
             by,
         }));
+    }
+    if kind == EntityKind::Identity {
+        // An identity's authenticators go with it (as in OpenZiti).
+        let auth = EntityKind::Authenticator;
+        for (aid, bytes) in st.scan(auth.table())? {
+            let a = decode(&bytes)?;
+            if str_field(&a, "identityId") == id {
+                st.delete(&auth.name_index(), str_field(&a, "name"))?;
+                st.delete(auth.table(), &aid)?;
+            }
+        }
     }
     st.delete(&kind.name_index(), str_field(&record, "name"))?;
     st.delete(kind.table(), id)?;

@@ -1,0 +1,160 @@
+//! Identities that log in, against real `weft` processes: a `updb` authenticator gives an
+//! identity a password login on every controller; a non-admin session is refused by the
+//! management API (403) but sees its own identity and services on the client API; the
+//! password hash is never shown nor filterable; a password reset and an identity's
+//! deletion take effect.
+
+mod common;
+
+use anyhow::{ensure, Context};
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use weft_testkit::client::{Reply, TestClient};
+
+async fn create(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Result<Value> {
+    let r = c.post(&format!("{base}{MGMT}/{coll}"), &body).await?;
+    ensure!(
+        r.status == 201,
+        "create {coll}: HTTP {} {}",
+        r.status,
+        r.body
+    );
+    Ok(r.data().clone())
+}
+
+/// Logs in on `base` with a fresh client; the reply of authenticate.
+async fn login(
+    cluster_ca: &str,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<(TestClient, Reply)> {
+    let mut c = TestClient::new(cluster_ca, WAIT)?;
+    let r = c
+        .post(
+            &format!("{base}/edge/client/v1/authenticate?method=password"),
+            &json!({"username": user, "password": password}),
+        )
+        .await?;
+    if r.status == 200 {
+        c.login(base, user, password).await?;
+    }
+    Ok((c, r))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_log_in_with_updb_and_see_only_what_policies_grant() {
+    bounded("identities_log_in_with_updb_and_see_only_what_policies_grant", async {
+        let cluster = start(3).await?;
+        let admin = cluster.client().await?;
+        let ca = cluster.ca_pem().to_owned();
+        let b0 = cluster.url(0);
+
+        let bob = create(&admin, &b0, "identities", json!({"name": "bob", "roleAttributes": ["dev"]})).await?;
+        let bob_id = bob["id"].as_str().context("id")?.to_owned();
+        let web = create(&admin, &b0, "services", json!({"name": "web", "roleAttributes": ["web"]})).await?;
+        create(&admin, &b0, "services", json!({"name": "secret-db"})).await?;
+        create(
+            &admin,
+            &b0,
+            "service-policies",
+            json!({"name": "devs-dial-web", "type": "Dial", "identityRoles": ["#dev"], "serviceRoles": ["#web"]}),
+        )
+        .await?;
+        let auth = create(
+            &admin,
+            &b0,
+            "authenticators",
+            json!({"method": "updb", "identityId": bob_id, "username": "bob", "password": "correct horse"}),
+        )
+        .await?;
+        ensure!(auth.get("passwordHash").is_none() && auth.get("password").is_none(), "secret shown: {auth}");
+        let auth_id = auth["id"].as_str().context("id")?.to_owned();
+
+        // Bad authenticators: short password, unknown identity, the admin's user name.
+        for (what, body, code) in [
+            ("short password", json!({"method": "updb", "identityId": bob_id, "username": "b2", "password": "short"}), "INVALID_FIELD"),
+            ("unknown identity", json!({"method": "updb", "identityId": "nope", "username": "b3", "password": "long enough"}), "INVALID_FIELD"),
+            ("admin's name", json!({"method": "updb", "identityId": bob_id, "username": "admin", "password": "long enough"}), "INVALID_FIELD"),
+            ("unknown method", json!({"method": "cert2", "identityId": bob_id, "username": "b4", "password": "long enough"}), "INVALID_FIELD"),
+            ("duplicate user name", json!({"method": "updb", "identityId": bob_id, "username": "bob", "password": "long enough"}), "ENTITY_ALREADY_EXISTS"),
+        ] {
+            let r = admin.post(&format!("{b0}{MGMT}/authenticators"), &body).await?;
+            ensure!(r.code() == Some(code), "{what}: HTTP {} {}", r.status, r.body);
+        }
+
+        // The hash can be neither read nor probed with a filter.
+        let r = admin.get(&format!("{b0}{MGMT}/authenticators/{auth_id}")).await?;
+        ensure!(r.status == 200 && r.data().get("passwordHash").is_none(), "GET shows the hash: {}", r.body);
+        let r = admin
+            .get(&format!("{b0}{MGMT}/authenticators?filter=passwordHash%20startswith%20%22%24argon2%22"))
+            .await?;
+        ensure!(r.status == 200 && r.data().as_array().map(Vec::len) == Some(0), "hash filterable: {}", r.body);
+
+        // Bob logs in on every node (the authenticator is replicated).
+        cluster.wait_caught_up(WAIT).await?;
+        for k in 0..3 {
+            let (_, r) = login(&ca, &cluster.url(k), "bob", "correct horse").await?;
+            ensure!(r.status == 200 && r.data()["isAdmin"] == false, "bob on node {k}: {}", r.body);
+            ensure!(r.data()["identity"] == bob_id.as_str(), "session identity: {}", r.body);
+        }
+        let (_, r) = login(&ca, &b0, "bob", "wrong password").await?;
+        ensure!(r.status == 401 && r.code() == Some("INVALID_AUTH"), "wrong password: {}", r.body);
+
+        // A non-admin: 403 on the management API, its own view on the client API.
+        let (bob_c, _) = login(&ca, &cluster.url(1), "bob", "correct horse").await?;
+        let b1 = cluster.url(1);
+        for (method, path) in [
+            (Method::GET, format!("{MGMT}/services")),
+            (Method::POST, format!("{MGMT}/identities")),
+            (Method::GET, format!("{MGMT}/identities/{bob_id}/services")),
+            (Method::GET, "/fabric/v1/cluster/list-members".to_owned()),
+        ] {
+            let r = bob_c.send(method.clone(), &format!("{b1}{path}"), Some(b"{}")).await?;
+            ensure!(r.status == 403 && r.code() == Some("FORBIDDEN"), "{method} {path} as bob: HTTP {} {}", r.status, r.body);
+        }
+        let r = bob_c.get(&format!("{b1}/edge/client/v1/current-identity")).await?;
+        ensure!(r.status == 200 && r.data()["name"] == "bob", "current-identity: {}", r.body);
+        let r = bob_c.get(&format!("{b1}/edge/client/v1/services")).await?;
+        ensure!(
+            r.status == 200
+                && r.data().as_array().map(Vec::len) == Some(1)
+                && r.data()[0]["id"] == web["id"]
+                && r.data()[0]["permissions"] == json!(["Dial"]),
+            "bob's services: {}",
+            r.body
+        );
+        let r = bob_c.get(&format!("{b1}/edge/client/v1/controllers")).await?;
+        ensure!(r.status == 200 && r.data().as_array().map(Vec::len) == Some(3), "controllers: {}", r.body);
+
+        // An admin resets the password: the old one stops working, the new one works.
+        let r = admin
+            .send(
+                Method::PATCH,
+                &format!("{b0}{MGMT}/authenticators/{auth_id}"),
+                Some(br#"{"password": "battery staple"}"#),
+            )
+            .await?;
+        ensure!(r.status == 200, "reset: HTTP {} {}", r.status, r.body);
+        let (_, r) = login(&ca, &b0, "bob", "correct horse").await?;
+        ensure!(r.status == 401, "old password after reset: {}", r.body);
+        let (_, r) = login(&ca, &b0, "bob", "battery staple").await?;
+        ensure!(r.status == 200, "new password: {}", r.body);
+
+        // Deleting the identity deletes its authenticator: bob can no longer log in, and his
+        // open session no longer resolves to an identity.
+        let r = admin.send(Method::DELETE, &format!("{b0}{MGMT}/identities/{bob_id}"), None).await?;
+        ensure!(r.status == 200, "delete bob: HTTP {} {}", r.status, r.body);
+        let r = admin.get(&format!("{b0}{MGMT}/authenticators/{auth_id}")).await?;
+        ensure!(r.status == 404, "authenticator after its identity: HTTP {}", r.status);
+        let (_, r) = login(&ca, &b0, "bob", "battery staple").await?;
+        ensure!(r.status == 401, "login after delete: {}", r.body);
+        cluster.wait_caught_up(WAIT).await?;
+        let r = bob_c.get(&format!("{b1}/edge/client/v1/current-identity")).await?;
+        ensure!(r.status == 401, "current-identity after delete: HTTP {} {}", r.status, r.body);
+        cluster.finish();
+        Ok(())
+    })
+    .await;
+}

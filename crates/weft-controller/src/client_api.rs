@@ -1,0 +1,85 @@
+//! `/edge/client/v1` for any authenticated identity: who am I (`current-identity`), which
+//! services may I use (`services`, each with its `permissions`), and which controllers are
+//! there (`controllers`, so an SDK can fail over to another one).
+
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use serde_json::{json, Value};
+use weft_api::ErrorCode;
+use weft_model::entity::{self, EntityKind};
+use weft_model::policy;
+
+use crate::app::Shared;
+use crate::auth::Session;
+use crate::error::ApiError;
+use crate::http::{mark_stale, ok, page, parse_read_query};
+use crate::resources::prepare_read;
+
+/// The caller's identity record. The bootstrap administrator is not an identity entity; it
+/// is shown as an admin `User` with no role attributes (and so no policies select it).
+fn caller(view: &weft_store::StateView, sub: &str, admin: bool) -> Result<Value, ApiError> {
+    if let Some(identity) = entity::get(view, EntityKind::Identity, sub)? {
+        return Ok(EntityKind::Identity.public(identity));
+    }
+    if admin && weft_model::admin(view, sub)?.is_some() {
+        return Ok(json!({
+            "id": sub, "name": sub, "type": "User", "isAdmin": true,
+            "roleAttributes": [], "tags": {}
+        }));
+    }
+    // The identity was deleted after the session began.
+    Err(ApiError::new(
+        ErrorCode::InvalidAuth,
+        "the session's identity no longer exists",
+    ))
+}
+
+/// `GET /edge/client/v1/current-identity`.
+pub async fn current_identity(
+    State(state): State<Shared>,
+    Session(claims, _): Session,
+) -> Result<Response, ApiError> {
+    let view = state.node.read_state()?;
+    Ok(ok(caller(&view, &claims.sub, claims.adm)?))
+}
+
+/// `GET /edge/client/v1/services`: the services the caller may dial or bind, by name, each
+/// with `permissions`.
+pub async fn services(
+    State(state): State<Shared>,
+    Session(claims, _): Session,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_read_query(raw.as_deref())?;
+    let stale = prepare_read(&state, q.linearizable).await?;
+    let view = state.node.read_state()?;
+    let identity = caller(&view, &claims.sub, claims.adm)?;
+    let all: Vec<Value> = policy::services_for_identity(&view, &identity)?
+        .into_iter()
+        .map(|(service, perms)| {
+            let mut s = EntityKind::Service.public(service);
+            if let Some(obj) = s.as_object_mut() {
+                obj.insert("permissions".into(), perms.into());
+            }
+            s
+        })
+        .collect();
+    let total = all.len() as u64;
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip(usize::try_from(q.paging.offset).unwrap_or(usize::MAX))
+        .take(q.paging.limit as usize)
+        .collect();
+    Ok(mark_stale(page(items, q.paging, total), stale))
+}
+
+/// `GET /edge/client/v1/controllers`: every member's id and API URL.
+pub async fn controllers(State(state): State<Shared>, _session: Session) -> Response {
+    let items: Vec<Value> = state
+        .node
+        .members()
+        .into_iter()
+        .map(|m| json!({ "id": m.id.to_string(), "apiAddress": m.url, "isLeader": m.leader }))
+        .collect();
+    ok(items)
+}
