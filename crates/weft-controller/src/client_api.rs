@@ -12,8 +12,8 @@ use weft_model::policy;
 use crate::app::Shared;
 use crate::auth::Session;
 use crate::error::ApiError;
-use crate::http::{mark_stale, ok, page, parse_read_query};
-use crate::resources::prepare_read;
+use crate::http::ok;
+use crate::resources::{paged, read_view};
 
 /// The caller's identity record. The bootstrap administrator is not an identity entity; it
 /// is shown as an admin `User` with no role attributes (and so no policies select it).
@@ -50,9 +50,7 @@ pub async fn services(
     Session(claims, _): Session,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse_read_query(raw.as_deref())?;
-    let stale = prepare_read(&state, q.linearizable).await?;
-    let view = state.node.read_state()?;
+    let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = caller(&view, &claims.sub, claims.adm)?;
     let all: Vec<Value> = policy::services_for_identity(&view, &identity)?
         .into_iter()
@@ -64,13 +62,7 @@ pub async fn services(
             s
         })
         .collect();
-    let total = all.len() as u64;
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip(usize::try_from(q.paging.offset).unwrap_or(usize::MAX))
-        .take(q.paging.limit as usize)
-        .collect();
-    Ok(mark_stale(page(items, q.paging, total), stale))
+    Ok(paged(all, &q, stale))
 }
 
 /// `GET /edge/client/v1/controllers`: every member's id and API URL.

@@ -13,8 +13,8 @@ use weft_model::policy;
 use crate::app::Shared;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::http::{mark_stale, ok, page, parse_read_query, ReadQuery};
-use crate::resources::prepare_read;
+use crate::http::{mark_stale, ok};
+use crate::resources::{paged, read_view};
 
 /// The record of `kind` with `id`, or 404.
 fn found(view: &weft_store::StateView, kind: EntityKind, id: &str) -> Result<Value, ApiError> {
@@ -26,17 +26,6 @@ fn found(view: &weft_store::StateView, kind: EntityKind, id: &str) -> Result<Val
     })
 }
 
-/// One page of `items` (already in order) for the query's `limit`/`offset`.
-fn paged(items: Vec<Value>, q: &ReadQuery, stale: bool) -> Response {
-    let total = items.len() as u64;
-    let items: Vec<Value> = items
-        .into_iter()
-        .skip(usize::try_from(q.paging.offset).unwrap_or(usize::MAX))
-        .take(q.paging.limit as usize)
-        .collect();
-    mark_stale(page(items, q.paging, total), stale)
-}
-
 /// `GET /identities/{id}/services`: services the identity may dial or bind, by name, each
 /// with `permissions` (`Bind`, `Dial`).
 pub async fn services(
@@ -45,9 +34,7 @@ pub async fn services(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse_read_query(raw.as_deref())?;
-    let stale = prepare_read(&state, q.linearizable).await?;
-    let view = state.node.read_state()?;
+    let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = found(&view, EntityKind::Identity, &id)?;
     let items = policy::services_for_identity(&view, &identity)?
         .into_iter()
@@ -68,9 +55,7 @@ pub async fn edge_routers(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse_read_query(raw.as_deref())?;
-    let stale = prepare_read(&state, q.linearizable).await?;
-    let view = state.node.read_state()?;
+    let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = found(&view, EntityKind::Identity, &id)?;
     Ok(paged(
         policy::edge_routers_for_identity(&view, &identity)?,
@@ -86,9 +71,7 @@ pub async fn advice(
     Path((id, service_id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse_read_query(raw.as_deref())?;
-    let stale = prepare_read(&state, q.linearizable).await?;
-    let view = state.node.read_state()?;
+    let (_, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = found(&view, EntityKind::Identity, &id)?;
     let service = found(&view, EntityKind::Service, &service_id)?;
     Ok(mark_stale(

@@ -22,7 +22,7 @@ use weft_model::{Command, Outcome};
 use crate::app::Shared;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::http::{created, mark_stale, ok, page, parse_read_query, JsonBody};
+use crate::http::{created, mark_stale, ok, page, parse_read_query, JsonBody, ReadQuery};
 
 /// One entity kind served under the management API.
 pub trait Resource: Send + Sync + 'static {
@@ -190,6 +190,27 @@ pub(crate) async fn prepare_read(state: &Shared, linearizable: bool) -> Result<b
 }
 
 /// The entity an apply produced, as the API shows it (no secret fields).
+/// The prelude of every read: its query, whether the answer is stale, and the state view.
+pub(crate) async fn read_view(
+    state: &Shared,
+    raw: Option<&str>,
+) -> Result<(ReadQuery, bool, weft_store::StateView), ApiError> {
+    let q = parse_read_query(raw)?;
+    let stale = prepare_read(state, q.linearizable).await?;
+    Ok((q, stale, state.node.read_state()?))
+}
+
+/// One page (the query's `limit`/`offset`) of `items`, already filtered and ordered.
+pub(crate) fn paged(items: Vec<Value>, q: &ReadQuery, stale: bool) -> Response {
+    let total = items.len() as u64;
+    let items: Vec<Value> = items
+        .into_iter()
+        .skip(usize::try_from(q.paging.offset).unwrap_or(usize::MAX))
+        .take(q.paging.limit as usize)
+        .collect();
+    mark_stale(page(items, q.paging, total), stale)
+}
+
 fn entity_of(kind: EntityKind, outcome: Outcome) -> Result<Value, ApiError> {
     match outcome {
         Outcome::Entity(v) => Ok(kind.public(v)),
@@ -219,9 +240,7 @@ async fn list<R: Resource>(
     _admin: Admin,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse_read_query(raw.as_deref())?;
-    let stale = prepare_read(&state, q.linearizable).await?;
-    let view = state.node.read_state()?;
+    let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let p = entity::list(&view, R::KIND, &q.list_query())?;
     Ok(mark_stale(page(p.items, q.paging, p.total), stale))
 }
@@ -233,9 +252,7 @@ async fn get_one<R: Resource>(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = parse_read_query(raw.as_deref())?;
-    let stale = prepare_read(&state, q.linearizable).await?;
-    let view = state.node.read_state()?;
+    let (_, stale, view) = read_view(&state, raw.as_deref()).await?;
     match entity::get(&view, R::KIND, &id)? {
         Some(rec) => Ok(mark_stale(ok(R::KIND.public(rec)), stale)),
         None => Err(ApiError::new(

@@ -374,7 +374,7 @@ fn check_config(config_type: &Value, config: &Value, field: &str) -> Result<(), 
 }
 
 /// The strings of an array field (missing or other types: none).
-fn strings(record: &Value, field: &str) -> Vec<String> {
+pub(crate) fn strings(record: &Value, field: &str) -> Vec<String> {
     record
         .get(field)
         .and_then(Value::as_array)

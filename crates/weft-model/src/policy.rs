@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::entity::EntityKind;
+use crate::entity::{strings, EntityKind};
 use crate::{StateRead, StorageFault};
 
 /// What a role list is matched against: an entity's id and role attributes.
@@ -61,18 +61,6 @@ pub fn selects(roles: &[String], semantic: &str, record: &Value) -> bool {
     }
 }
 
-fn roles(policy: &Value, field: &str) -> Vec<String> {
-    policy
-        .get(field)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn semantic(policy: &Value) -> &str {
     policy
         .get("semantic")
@@ -86,7 +74,7 @@ fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
 
 /// Whether `policy`'s `field` roles select `record`.
 fn policy_selects(policy: &Value, field: &str, record: &Value) -> bool {
-    selects(&roles(policy, field), semantic(policy), record)
+    selects(&strings(policy, field), semantic(policy), record)
 }
 
 fn all(st: &dyn StateRead, kind: EntityKind) -> Result<Vec<Value>, StorageFault> {
