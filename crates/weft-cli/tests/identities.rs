@@ -128,6 +128,39 @@ async fn identities_log_in_with_updb_and_see_only_what_policies_grant() {
         let r = bob_c.get(&format!("{b1}/edge/client/v1/controllers")).await?;
         ensure!(r.status == 200 && r.data().as_array().map(Vec::len) == Some(3), "controllers: {}", r.body);
 
+        // Admins see bob's session (recorded in the background after login) and can revoke
+        // it: his token then fails on every node.
+        let bob_sid = bob_c
+            .get(&format!("{b1}/edge/client/v1/current-api-session"))
+            .await?
+            .data()["id"]
+            .as_str()
+            .context("session id")?
+            .to_owned();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let r = admin
+                .get(&format!("{b0}{MGMT}/api-sessions?limit=500&filter=identityId%20%3D%20%22{bob_id}%22"))
+                .await?;
+            ensure!(r.status == 200, "api-sessions: HTTP {} {}", r.status, r.body);
+            let listed = r.data().as_array().is_some_and(|a| a.iter().any(|s| s["id"] == bob_sid.as_str()));
+            if listed {
+                break;
+            }
+            ensure!(std::time::Instant::now() < deadline, "bob's session never listed: {}", r.body);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let r = admin.send(Method::DELETE, &format!("{b0}{MGMT}/api-sessions/{bob_sid}"), None).await?;
+        ensure!(r.status == 200, "revoke bob's session: HTTP {} {}", r.status, r.body);
+        cluster.wait_caught_up(WAIT).await?;
+        for k in 0..3 {
+            let r = bob_c.get(&format!("{}/edge/client/v1/current-identity", cluster.url(k))).await?;
+            ensure!(r.status == 401, "revoked session on node {k}: HTTP {} {}", r.status, r.body);
+        }
+        let r = admin.get(&format!("{b0}{MGMT}/api-sessions/{bob_sid}")).await?;
+        ensure!(r.status == 404, "revoked session still listed: HTTP {}", r.status);
+        let (bob_c, _) = login(&ca, &b1, "bob", "correct horse").await?;
+
         // An admin resets the password: the old one stops working, the new one works.
         let r = admin
             .send(

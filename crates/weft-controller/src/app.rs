@@ -75,6 +75,11 @@ pub fn router(state: Shared) -> Router {
             &format!("{client}/controllers"),
             get(client_api::controllers),
         )
+        .route(&format!("{mgmt}/api-sessions"), get(session::list))
+        .route(
+            &format!("{mgmt}/api-sessions/{{id}}"),
+            get(session::get_one).delete(session::delete),
+        )
         .route("/version", get(status::version))
         .route("/health-checks", get(status::health))
         .route("/metrics", get(status::metrics))

@@ -1,10 +1,11 @@
-//! API sessions: authenticate, show, refresh, logout.
+//! API sessions: authenticate, show, refresh, logout; and for admins, `api-sessions`: list,
+//! show and delete (revoke) any session.
 //!
 //! Logging in needs no raft write: the token is signed by this node's key, which every
 //! node already knows from replicated state. Logging out is a raft write (a revocation),
 //! acknowledged only once committed, so after it no node that applied it accepts the token.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use weft_api::models::{ApiSession, PasswordLogin};
 use weft_api::ErrorCode;
@@ -12,14 +13,16 @@ use weft_model::entity::{self, EntityKind};
 use weft_model::Command;
 
 use crate::app::Shared;
-use crate::auth::Session;
+use crate::auth::{Admin, Session};
 use crate::error::ApiError;
-use crate::http::{ok, JsonBody};
+use crate::http::{mark_stale, ok, JsonBody};
+use crate::resources::{paged, read_view};
 use crate::tokens::{self, SessionClaims};
 
 fn issue(state: &Shared, sid: String, sub: String, adm: bool) -> ApiSession {
     let now = weft_model::now_ms();
     let exp = now + state.session_ttl.as_millis() as i64;
+    record(state, &sid, &sub, adm, now, exp);
     let claims = SessionClaims {
         sid: sid.clone(),
         sub: sub.clone(),
@@ -35,6 +38,36 @@ fn issue(state: &Shared, sid: String, sub: String, adm: bool) -> ApiSession {
         identity: sub,
         is_admin: adm,
     }
+}
+
+/// Records the session for `api-sessions`, in the background: the login is answered
+/// without waiting for raft. If the write fails (no quorum, say), the session still works
+/// but is not listed; the failure is logged. A refresh keeps the original `createdAt`.
+fn record(state: &Shared, sid: &str, sub: &str, adm: bool, now: i64, exp: i64) {
+    let created = state
+        .node
+        .read_state()
+        .ok()
+        .and_then(|v| weft_model::api_session(&v, sid).ok().flatten())
+        .and_then(|r| r["createdAt"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| weft_model::rfc3339(now));
+    let session = serde_json::json!({
+        "id": sid,
+        "identityId": sub,
+        "isAdmin": adm,
+        "createdAt": created,
+        "lastRefreshedAt": weft_model::rfc3339(now),
+        "expiresAt": weft_model::rfc3339(exp),
+        "expiresAtMs": exp,
+        "issuedBy": state.node.id().to_string(),
+    });
+    let node = state.node.clone();
+    let sid = sid.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = node.write(Command::RecordSession { session, now }).await {
+            tracing::warn!(session = %sid, error = %e, "could not record the api session");
+        }
+    });
 }
 
 /// `POST .../authenticate?method=password`.
@@ -134,6 +167,60 @@ pub async fn logout(
         .node
         .write(Command::RevokeSession {
             session_id: claims.sid.clone(),
+            expires_at,
+            now,
+        })
+        .await?;
+    Ok(ok(serde_json::json!({})))
+}
+
+/// `GET /edge/management/v1/api-sessions`: the recorded sessions that have not expired,
+/// oldest first (`filter` and paging apply).
+pub async fn list(
+    State(state): State<Shared>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
+    let all = weft_model::api_sessions(&view, weft_model::now_ms())?
+        .into_iter()
+        .filter(|s| q.filter.as_ref().is_none_or(|f| f.matches(s)))
+        .collect();
+    Ok(paged(all, &q, stale))
+}
+
+fn session_or_404(view: &weft_store::StateView, id: &str) -> Result<serde_json::Value, ApiError> {
+    weft_model::api_session(view, id)?
+        .filter(|s| s["expiresAtMs"].as_i64().unwrap_or(0) >= weft_model::now_ms())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("api session {id} not found")))
+}
+
+/// `GET /edge/management/v1/api-sessions/{id}`.
+pub async fn get_one(
+    State(state): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (_, stale, view) = read_view(&state, raw.as_deref()).await?;
+    Ok(mark_stale(ok(session_or_404(&view, &id)?), stale))
+}
+
+/// `DELETE /edge/management/v1/api-sessions/{id}`: revokes it everywhere, as its logout
+/// would.
+pub async fn delete(
+    State(state): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = state.node.read_state()?;
+    let s = session_or_404(&view, &id)?;
+    let now = weft_model::now_ms();
+    let expires_at = s["expiresAtMs"].as_i64().unwrap_or(now) + 60_000;
+    state
+        .node
+        .write(Command::RevokeSession {
+            session_id: id,
             expires_at,
             now,
         })

@@ -15,6 +15,8 @@ const CLUSTER: &str = "cluster";
 const ADMINS: &str = "admins";
 const NODE_KEYS: &str = "node-keys";
 const REVOKED: &str = "revoked-sessions";
+/// API sessions as `api-sessions` lists them (recorded after login, not before it).
+const SESSIONS: &str = "api-sessions";
 
 /// A change to the replicated state. Everything non-deterministic (ids, times, key
 /// material) is decided by the proposer and carried here.
@@ -51,6 +53,10 @@ pub enum Command {
         expires_at: UnixMs,
         now: UnixMs,
     },
+    /// Record (or, after a refresh, update) an API session for `api-sessions`. Proposed
+    /// after the login has been answered: a login never waits for raft. `now` prunes the
+    /// records of expired sessions.
+    RecordSession { session: Value, now: UnixMs },
 }
 
 /// What a successfully applied command produced.
@@ -129,9 +135,78 @@ pub fn apply(
                 }
             }
             st.put(REVOKED, session_id, expires_at.to_string().as_bytes())?;
+            st.delete(SESSIONS, session_id)?;
+            Ok(Ok(Outcome::Done))
+        }
+        Command::RecordSession { session, now } => {
+            prune_sessions(st, *now)?;
+            let id = session
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if id.is_empty() || st.get(REVOKED, id)?.is_some() {
+                // Logged out before its record was committed: nothing to list.
+                return Ok(Ok(Outcome::Done));
+            }
+            st.put(SESSIONS, id, &to_bytes(session))?;
             Ok(Ok(Outcome::Done))
         }
     }
+}
+
+/// Most expired session records deleted by one command (keeps every apply short).
+const PRUNE_AT_MOST: usize = 64;
+
+fn prune_sessions(st: &mut dyn StateWrite, now: UnixMs) -> Result<(), StorageFault> {
+    let mut pruned = 0;
+    for (sid, bytes) in st.scan(SESSIONS)? {
+        if pruned >= PRUNE_AT_MOST {
+            break;
+        }
+        if session_expires_at(&bytes) < now {
+            st.delete(SESSIONS, &sid)?;
+            pruned += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The `expiresAtMs` of a stored session record (0 if unreadable: pruned first).
+fn session_expires_at(bytes: &[u8]) -> UnixMs {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("expiresAtMs").and_then(Value::as_i64))
+        .unwrap_or(0)
+}
+
+/// The recorded API sessions that have not expired by `now`, oldest first.
+pub fn api_sessions(st: &dyn StateRead, now: UnixMs) -> Result<Vec<Value>, StorageFault> {
+    let mut out: Vec<Value> = Vec::new();
+    for (_, bytes) in st.scan(SESSIONS)? {
+        if session_expires_at(&bytes) >= now {
+            out.push(serde_json::from_slice(&bytes).map_err(|e| StorageFault(e.to_string()))?);
+        }
+    }
+    out.sort_by(|a, b| {
+        let key = |v: &Value| {
+            (
+                v.get("createdAt")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                v.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    Ok(out)
+}
+
+/// One recorded API session.
+pub fn api_session(st: &dyn StateRead, id: &str) -> Result<Option<Value>, StorageFault> {
+    st.get(SESSIONS, id)?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| StorageFault(e.to_string())))
+        .transpose()
 }
 
 fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
@@ -188,6 +263,11 @@ impl std::fmt::Display for Command {
             Command::Update { kind, id, .. } => write!(f, "update {}({id})", kind.singular()),
             Command::Delete { kind, id } => write!(f, "delete {}({id})", kind.singular()),
             Command::RevokeSession { session_id, .. } => write!(f, "revoke-session({session_id})"),
+            Command::RecordSession { session, .. } => write!(
+                f,
+                "record-session({})",
+                session.get("id").and_then(Value::as_str).unwrap_or("?")
+            ),
         }
     }
 }
@@ -197,6 +277,45 @@ mod tests {
     use super::*;
     use crate::state::MemState;
     use serde_json::json;
+
+    #[test]
+    fn session_records_are_listed_until_expired_or_revoked() {
+        let mut st = MemState::default();
+        let rec = |id: &str, exp: UnixMs| json!({"id": id, "identityId": "i", "createdAt": format!("t{id}"), "expiresAtMs": exp});
+        for (id, exp) in [("a", 100), ("b", 1_000)] {
+            let cmd = Command::RecordSession {
+                session: rec(id, exp),
+                now: 10,
+            };
+            apply(&mut st, &cmd).unwrap().unwrap();
+        }
+        assert_eq!(api_sessions(&st, 50).unwrap().len(), 2);
+        assert_eq!(api_sessions(&st, 500).unwrap().len(), 1, "a expired");
+        let revoke = Command::RevokeSession {
+            session_id: "b".into(),
+            expires_at: 1_000,
+            now: 20,
+        };
+        apply(&mut st, &revoke).unwrap().unwrap();
+        assert!(
+            api_session(&st, "b").unwrap().is_none(),
+            "revoked: record gone"
+        );
+        // A record arriving after its logout is not listed.
+        let late = Command::RecordSession {
+            session: rec("b", 1_000),
+            now: 30,
+        };
+        apply(&mut st, &late).unwrap().unwrap();
+        assert!(api_session(&st, "b").unwrap().is_none());
+        // Expired records are pruned by later commands.
+        let c = Command::RecordSession {
+            session: rec("c", 5_000),
+            now: 200,
+        };
+        apply(&mut st, &c).unwrap().unwrap();
+        assert!(api_session(&st, "a").unwrap().is_none(), "a pruned");
+    }
 
     fn svc(id: &str, name: &str) -> Command {
         Command::Create {

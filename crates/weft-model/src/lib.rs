@@ -18,7 +18,8 @@ pub mod state;
 pub mod validate;
 
 pub use command::{
-    admin, apply, cluster_ca, is_revoked, node_key, Admin, ClusterCa, Command, Outcome,
+    admin, api_session, api_sessions, apply, cluster_ca, is_revoked, node_key, Admin, ClusterCa,
+    Command, Outcome,
 };
 pub use entity::{EntityKind, ListPage};
 pub use error::{DomainError, StorageFault};
