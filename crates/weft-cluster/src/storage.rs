@@ -63,7 +63,6 @@ use std::fmt::Debug;
 use std::io;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{Stream, TryStreamExt};
@@ -171,10 +170,9 @@ fn to_half_open(range: &impl RangeBounds<u64>) -> (u64, u64) {
 #[derive(Clone, Debug)]
 pub struct LogStore {
     store: Store,
-    /// Owns every durable log write and the in-memory log.
+    /// Owns every durable log write and the in-memory log, which holds only entries above
+    /// the purge point (so reads need no lower bound of their own).
     writer: LogWriter,
-    /// Index of the first entry that is not purged; reads start here at the earliest.
-    floor: Arc<AtomicU64>,
 }
 
 /// Where the write-ahead log of the store at `db` lives.
@@ -204,15 +202,7 @@ impl LogStore {
         Ok(LogStore {
             writer: LogWriter::start(store.clone(), wal, entries)?,
             store,
-            floor: Arc::new(AtomicU64::new(floor)),
         })
-    }
-
-    fn raise_floor(&self, purged: Option<&LogId>) {
-        if let Some(p) = purged {
-            self.floor
-                .fetch_max(p.index.saturating_add(1), Ordering::AcqRel);
-        }
     }
 }
 
@@ -250,7 +240,6 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = to_half_open(&range);
-        let start = start.max(self.floor.load(Ordering::Acquire));
         Ok(self.writer.entries(start, end))
     }
 
@@ -267,7 +256,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let store = self.store.clone();
         let last_purged_log_id: Option<LogId> =
             blocking(move || get_meta(&store, META_LAST_PURGED)).await?;
-        self.raise_floor(last_purged_log_id.as_ref());
         // The in-memory log holds only entries above the purge point.
         let last_log_id = self.writer.last_log_id().or(last_purged_log_id);
         Ok(LogState {
@@ -340,7 +328,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .run(move |_, store| store.put_meta(META_LAST_PURGED, &bytes, true))
             .await
             .map_err(io_err)?;
-        self.raise_floor(Some(&log_id));
         self.writer.purge_upto(log_id.index).await.map_err(io_err)
     }
 }

@@ -52,16 +52,7 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = caller(&view, &claims.sub, claims.adm)?;
-    let all: Vec<Value> = policy::services_for_identity(&view, &identity)?
-        .into_iter()
-        .map(|(service, perms)| {
-            let mut s = EntityKind::Service.public(service);
-            if let Some(obj) = s.as_object_mut() {
-                obj.insert("permissions".into(), perms.into());
-            }
-            s
-        })
-        .collect();
+    let all = policy::services_with_permissions(&view, &identity)?;
     Ok(paged(all, &q, stale))
 }
 

@@ -36,15 +36,7 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = found(&view, EntityKind::Identity, &id)?;
-    let items = policy::services_for_identity(&view, &identity)?
-        .into_iter()
-        .map(|(mut service, perms)| {
-            if let Some(obj) = service.as_object_mut() {
-                obj.insert("permissions".into(), perms.into());
-            }
-            service
-        })
-        .collect();
+    let items = policy::services_with_permissions(&view, &identity)?;
     Ok(paged(items, &q, stale))
 }
 

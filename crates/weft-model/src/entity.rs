@@ -264,8 +264,7 @@ impl EntityKind {
             }
             EntityKind::ConfigType => {
                 let id = str_field(record, "id");
-                for (_, bytes) in st.scan(EntityKind::Config.table())? {
-                    let config = decode(&bytes)?;
+                for config in all(st, EntityKind::Config)? {
                     if str_field(&config, "configTypeId") == id {
                         check_config(record, &config, "schema").map_err(|e| match e {
                             DomainError::InvalidField { reason, .. } => invalid(
@@ -316,8 +315,7 @@ impl EntityKind {
                 if *target != self {
                     continue;
                 }
-                for (_, bytes) in st.scan(kind.table())? {
-                    let policy = decode(&bytes)?;
+                for policy in all(st, kind)? {
                     if strings(&policy, field).contains(&at_id) {
                         return Ok(Some(format!(
                             "{} {} ({field})",
@@ -333,8 +331,7 @@ impl EntityKind {
             EntityKind::Config => (EntityKind::Service, "configs"),
             _ => return Ok(None),
         };
-        for (_, bytes) in st.scan(user.table())? {
-            let r = decode(&bytes)?;
+        for r in all(st, user)? {
             let hit = match r.get(field) {
                 Some(Value::String(s)) => s == id,
                 Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(id)),
@@ -406,6 +403,14 @@ fn str_field<'a>(record: &'a Value, field: &str) -> &'a str {
     record.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Every record of `kind`, in id order.
+pub fn all(st: &dyn StateRead, kind: EntityKind) -> Result<Vec<Value>, StorageFault> {
+    st.scan(kind.table())?
+        .iter()
+        .map(|(_, bytes)| decode(bytes))
+        .collect()
+}
+
 /// The record with this id.
 pub fn get(st: &dyn StateRead, kind: EntityKind, id: &str) -> Result<Option<Value>, StorageFault> {
     st.get(kind.table(), id)?.map(|b| decode(&b)).transpose()
@@ -452,8 +457,8 @@ pub fn list(st: &dyn StateRead, kind: EntityKind, q: &ListQuery) -> Result<ListP
         return list_by_name(st, kind, q.offset, q.limit);
     }
     let mut matched = Vec::new();
-    for (_, bytes) in st.scan(kind.table())? {
-        let record = kind.public(decode(&bytes)?);
+    for record in all(st, kind)? {
+        let record = kind.public(record);
         if q.filter.as_ref().is_none_or(|f| f.matches(&record)) {
             matched.push(record);
         }
@@ -607,11 +612,10 @@ pub(crate) fn delete(
     if kind == EntityKind::Identity {
         // An identity's authenticators go with it (as in OpenZiti).
         let auth = EntityKind::Authenticator;
-        for (aid, bytes) in st.scan(auth.table())? {
-            let a = decode(&bytes)?;
+        for a in all(st, auth)? {
             if str_field(&a, "identityId") == id {
                 st.delete(&auth.name_index(), str_field(&a, "name"))?;
-                st.delete(auth.table(), &aid)?;
+                st.delete(auth.table(), str_field(&a, "id"))?;
             }
         }
     }

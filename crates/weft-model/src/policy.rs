@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::entity::{strings, EntityKind};
+use crate::entity::{all, strings, EntityKind};
 use crate::{StateRead, StorageFault};
 
 /// What a role list is matched against: an entity's id and role attributes.
@@ -77,15 +77,6 @@ fn policy_selects(policy: &Value, field: &str, record: &Value) -> bool {
     selects(&strings(policy, field), semantic(policy), record)
 }
 
-fn all(st: &dyn StateRead, kind: EntityKind) -> Result<Vec<Value>, StorageFault> {
-    st.scan(kind.table())?
-        .into_iter()
-        .map(|(_, b)| {
-            serde_json::from_slice(&b).map_err(|e| StorageFault(format!("corrupt record: {e}")))
-        })
-        .collect()
-}
-
 /// `{id, name}` of a record, for listing what matched.
 fn reference(v: &Value) -> Value {
     json!({ "id": str_of(v, "id"), "name": str_of(v, "name") })
@@ -129,6 +120,24 @@ pub fn services_for_identity(
     }
     out.sort_by(|a, b| str_of(&a.0, "name").cmp(str_of(&b.0, "name")));
     Ok(out)
+}
+
+/// [`services_for_identity`] as the API shows it: each service record (secrets removed)
+/// with a `permissions` field.
+pub fn services_with_permissions(
+    st: &dyn StateRead,
+    identity: &Value,
+) -> Result<Vec<Value>, StorageFault> {
+    Ok(services_for_identity(st, identity)?
+        .into_iter()
+        .map(|(service, perms)| {
+            let mut s = EntityKind::Service.public(service);
+            if let Some(obj) = s.as_object_mut() {
+                obj.insert("permissions".into(), perms.into());
+            }
+            s
+        })
+        .collect())
 }
 
 /// The edge routers that the policies of `kind` (by `field`) let `record` use, by name.
