@@ -42,13 +42,21 @@ pub enum ErrorCode {
     InvalidJoinToken,
     /// The requested membership change is not possible in the current membership.
     InvalidMembershipChange,
+    /// An enrollment token is unknown, forged, or of another enrollment method.
+    InvalidEnrollmentToken,
+    /// The enrollment's window has passed; an admin must issue a new one.
+    EnrollmentExpired,
+    /// The enrollment token was already used: the identity or router is enrolled.
+    InvalidEnrollmentAlreadyEnrolled,
+    /// The certificate signing request is missing, not PEM, or not acceptable.
+    CouldNotProcessCsr,
     /// A bug: never the answer to a state of the cluster or to bad input.
     Unhandled,
 }
 
 impl ErrorCode {
     /// Every code, for table tests and documentation.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::ClusterNoLeader,
         ErrorCode::ControllerNotInQuorum,
         ErrorCode::Timeout,
@@ -66,6 +74,10 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::InvalidJoinToken,
         ErrorCode::InvalidMembershipChange,
+        ErrorCode::InvalidEnrollmentToken,
+        ErrorCode::EnrollmentExpired,
+        ErrorCode::InvalidEnrollmentAlreadyEnrolled,
+        ErrorCode::CouldNotProcessCsr,
         ErrorCode::Unhandled,
     ];
 
@@ -89,6 +101,10 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidJoinToken => 401,
             ErrorCode::InvalidMembershipChange => 400,
+            ErrorCode::InvalidEnrollmentToken => 400,
+            ErrorCode::EnrollmentExpired => 400,
+            ErrorCode::InvalidEnrollmentAlreadyEnrolled => 410,
+            ErrorCode::CouldNotProcessCsr => 400,
             ErrorCode::Unhandled => 500,
         }
     }
@@ -123,6 +139,10 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::InvalidJoinToken => "INVALID_JOIN_TOKEN",
             ErrorCode::InvalidMembershipChange => "INVALID_MEMBERSHIP_CHANGE",
+            ErrorCode::InvalidEnrollmentToken => "INVALID_ENROLLMENT_TOKEN",
+            ErrorCode::EnrollmentExpired => "ENROLLMENT_EXPIRED",
+            ErrorCode::InvalidEnrollmentAlreadyEnrolled => "INVALID_ENROLLMENT_ALREADY_ENROLLED",
+            ErrorCode::CouldNotProcessCsr => "COULD_NOT_PROCESS_CSR",
             ErrorCode::Unhandled => "UNHANDLED",
         }
     }
@@ -172,6 +192,18 @@ mod tests {
                 413,
                 "REQUEST_ENTITY_TOO_LARGE",
             ),
+            (
+                ErrorCode::InvalidEnrollmentToken,
+                400,
+                "INVALID_ENROLLMENT_TOKEN",
+            ),
+            (ErrorCode::EnrollmentExpired, 400, "ENROLLMENT_EXPIRED"),
+            (
+                ErrorCode::InvalidEnrollmentAlreadyEnrolled,
+                410,
+                "INVALID_ENROLLMENT_ALREADY_ENROLLED",
+            ),
+            (ErrorCode::CouldNotProcessCsr, 400, "COULD_NOT_PROCESS_CSR"),
             (ErrorCode::Unhandled, 500, "UNHANDLED"),
         ];
         for (code, status, s) in table {

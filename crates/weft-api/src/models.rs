@@ -85,6 +85,19 @@ fn required_text() -> String {
 fn dial() -> PolicyType {
     PolicyType::Dial
 }
+fn no_enrollment() -> Option<IdentityEnrollment> {
+    None
+}
+
+/// `enrollment` of an identity create body: what enrollment to open with the identity
+/// (OpenZiti's shape; only `ott` here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityEnrollment {
+    /// Open a one-time-token enrollment (expiring after the default 24 hours).
+    #[serde(default)]
+    pub ott: bool,
+}
 
 entity_bodies! {
     /// `POST /edge/management/v1/services`.
@@ -120,6 +133,9 @@ entity_bodies! {
         /// Admins may use the management API.
         is_admin: bool = "no",
         role_attributes: Vec<String> = "no_strings",
+        /// Create only: `{"ott": true}` opens a one-time-token enrollment with the identity
+        /// (see `enrollments`); never stored on the identity.
+        enrollment: Option<IdentityEnrollment> = "no_enrollment",
     }
 }
 
@@ -232,6 +248,61 @@ pub struct AuthenticatorPatch {
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
+}
+
+/// `POST /edge/management/v1/enrollments`: a one-time token with which an identity (`ott`)
+/// or an edge router (`erott`) gets its certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnrollmentCreate {
+    /// `ott` (an identity) or `erott` (an edge router).
+    pub method: String,
+    /// The identity to enroll (`ott`).
+    #[serde(default)]
+    pub identity_id: Option<String>,
+    /// The edge router to enroll (`erott`).
+    #[serde(default)]
+    pub edge_router_id: Option<String>,
+    /// RFC 3339 expiry; default 24 hours from now.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// `PATCH /edge/management/v1/enrollments/{id}`: only tags (the token and its expiry are
+/// signed into the JWT; make a new enrollment instead).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnrollmentPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+}
+
+/// `POST /edge/client/v1/enroll` as JSON (the body may also be the bare CSR PEM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The certificate signing request, PEM.
+    pub csr: String,
+}
+
+/// The answer of `POST /edge/client/v1/enroll`: the signed certificate and the CA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollResult {
+    /// The client certificate (PEM), signed by the cluster CA.
+    pub cert: String,
+    /// The cluster CA certificate (PEM), which the client trusts from now on.
+    pub ca: String,
+    /// The enrolled identity's id (`ott`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<String>,
+    /// The enrolled edge router's id (`erott`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_router_id: Option<String>,
+    /// SHA-256 fingerprint (lowercase hex) of the certificate's DER.
+    pub fingerprint: String,
 }
 
 /// Answer of a create: the new entity's id (OpenZiti style), plus the entity.

@@ -1,9 +1,11 @@
 //! The `weft` binary: a thin layer of argument parsing over the library crates.
-//! `controller run` starts a controller, `cluster ...` calls the cluster API,
+//! `controller run` starts a controller, `cluster ...` calls the cluster API, `enroll`
+//! trades an enrollment token for an identity file,
 //! `quickstart` runs a local three-node cluster, `version` prints the version.
 #![forbid(unsafe_code)]
 
 mod cluster_cmd;
+mod enroll_cmd;
 mod quickstart;
 
 use std::net::SocketAddr;
@@ -30,6 +32,9 @@ enum Cmd {
     },
     /// Inspect and change the controller cluster.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Enroll an identity or edge router with its enrollment token (JWT file): writes the
+    /// identity file (key, certificate, CA, controller URLs), mode 0600.
+    Enroll(enroll_cmd::EnrollArgs),
     /// Start a local three-controller cluster and keep it running until Ctrl-C.
     Quickstart(quickstart::QuickstartArgs),
     /// Print the version.
@@ -185,6 +190,7 @@ fn main() -> std::process::ExitCode {
                 cmd: ControllerCmd::Run(args),
             } => run_controller(args).await,
             Cmd::Cluster(args) => cluster_cmd::run(args).await,
+            Cmd::Enroll(args) => enroll_cmd::run(args).await,
             Cmd::Quickstart(args) => quickstart::run(args).await,
             Cmd::Version => {
                 println!("weft {}", env!("CARGO_PKG_VERSION"));

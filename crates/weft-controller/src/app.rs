@@ -11,7 +11,9 @@ use weft_cluster::Node;
 
 use crate::error::ApiError;
 use crate::tokens::NodeSigner;
-use crate::{client_api, cluster_api, http, peer_api, policy_api, resources, session, status};
+use crate::{
+    client_api, cluster_api, enroll, http, peer_api, policy_api, resources, session, status,
+};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -80,6 +82,8 @@ pub fn router(state: Shared) -> Router {
             &format!("{mgmt}/api-sessions/{{id}}"),
             get(session::get_one).delete(session::delete),
         )
+        .route(&format!("{client}/enroll"), post(enroll::enroll))
+        .route("/.well-known/est/cacerts", get(enroll::ca_certs))
         .route("/version", get(status::version))
         .route("/health-checks", get(status::health))
         .route("/metrics", get(status::metrics))

@@ -165,7 +165,7 @@ async fn check_join_token(state: &Shared, token: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn cluster_ca(state: &Shared) -> Result<CaMaterial, ApiError> {
+pub(crate) fn cluster_ca(state: &Shared) -> Result<CaMaterial, ApiError> {
     let view = state.node.read_state()?;
     let ca = weft_model::cluster_ca(&view)?.ok_or_else(|| {
         ApiError::from(weft_cluster::ClusterError::NotInQuorum {

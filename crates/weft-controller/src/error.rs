@@ -107,6 +107,13 @@ impl From<DomainError> for ApiError {
             DomainError::Referenced { .. } => {
                 ApiError::new(ErrorCode::CanNotDeleteReferencedEntity, msg)
             }
+            DomainError::InvalidEnrollment(_) => {
+                ApiError::new(ErrorCode::InvalidEnrollmentToken, msg)
+            }
+            DomainError::EnrollmentExpired(_) => ApiError::new(ErrorCode::EnrollmentExpired, msg),
+            DomainError::AlreadyEnrolled(_) => {
+                ApiError::new(ErrorCode::InvalidEnrollmentAlreadyEnrolled, msg)
+            }
             DomainError::Storage(f) => ApiError::internal(f),
         }
     }

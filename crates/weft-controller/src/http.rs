@@ -82,6 +82,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 }
 
 async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> Result<T, ApiError> {
+    parse_json(&read_body(req).await?, empty_ok)
+}
+
+/// The whole body, refused with 413 beyond [`MAX_BODY`].
+async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::RequestEntityTooLarge,
@@ -98,16 +103,32 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> R
         return Err(too_large());
     }
     let mut body = req.into_body();
-    let bytes = match collect_limited(&mut body, MAX_BODY).await {
-        Some(b) => b,
+    match collect_limited(&mut body, MAX_BODY).await {
+        Some(b) => Ok(b),
         None => {
             drain(body).await;
-            return Err(too_large());
+            Err(too_large())
         }
-    };
+    }
+}
+
+/// A body of at most [`MAX_BODY`] bytes, for handlers that accept more than JSON (the
+/// enroll endpoint takes a bare PEM CSR; certificate login takes no body).
+pub struct RawBody(pub bytes::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, ApiError> {
+        read_body(req).await.map(RawBody)
+    }
+}
+
+/// Parses a JSON body with the API's errors (400 `COULD_NOT_PARSE_BODY`, naming what
+/// serde found). An empty body is `{}` when `empty_ok`, an error otherwise.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_ok: bool) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if empty_ok {
-            // `null` deserializes into any `Default` body via serde's Option handling below.
             return serde_json::from_slice(b"{}").map_err(|e| {
                 ApiError::new(ErrorCode::CouldNotParseBody, "a JSON body is required")
                     .with_cause(e.to_string())
@@ -118,7 +139,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> R
             "a JSON body is required",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::CouldNotParseBody,
             "the body is not valid JSON for this request",
@@ -254,6 +275,20 @@ fn form_decode(v: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
+}
+
+/// The decoded value of query parameter `name` (the first one), if present; a value that
+/// is not valid percent-encoding is a 400 naming the parameter.
+pub fn query_param(raw: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    for pair in raw.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return form_decode(v)
+                .map(Some)
+                .ok_or_else(|| ApiError::field(name, "is not valid percent-encoded UTF-8"));
+        }
+    }
+    Ok(None)
 }
 
 fn filter_error(param: &str, e: FilterError) -> ApiError {

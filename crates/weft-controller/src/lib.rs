@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod client_api;
 pub mod cluster_api;
+pub mod enroll;
 pub mod error;
 pub mod http;
 pub mod peer_api;

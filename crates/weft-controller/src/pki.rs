@@ -163,6 +163,63 @@ pub fn sign_csr(ca: &CaMaterial, csr_pem: &str, node_id: u64) -> Result<String, 
     Ok(request.signed_by(&issuer)?.pem())
 }
 
+/// Common-name prefix of enrolled identities' certificates; the identity id follows.
+pub const IDENTITY_CN_PREFIX: &str = "weft-identity-";
+/// Common-name prefix of enrolled edge routers' certificates; the router id follows.
+pub const ROUTER_CN_PREFIX: &str = "weft-router-";
+
+/// Signs an enrollment CSR with the cluster CA: returns `(cert_pem, fingerprint)`.
+///
+/// The CA decides everything but the public key. The subject is CN `cn` (the identity's
+/// or router's id behind its prefix, never anything the CSR asks for), the certificate is
+/// not a CA, is valid for one year, and has extended key usage clientAuth. A router
+/// (`server`) also gets serverAuth and keeps the CSR's DNS/IP SANs, since edge clients
+/// will connect to it; an identity's SANs are dropped.
+pub fn sign_enrollment_csr(
+    ca: &CaMaterial,
+    csr_pem: &str,
+    cn: &str,
+    server: bool,
+) -> Result<(String, String), PkiError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if server {
+        for san in &csr.params.subject_alt_names {
+            match san {
+                SanType::DnsName(_) | SanType::IpAddress(_) => {
+                    params.subject_alt_names.push(san.clone())
+                }
+                _ => return Err(PkiError::UnsupportedSan),
+            }
+        }
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, NODE_VALIDITY);
+    let issuer = ca_issuer(ca)?;
+    let request = CertificateSigningRequestParams {
+        params,
+        public_key: csr.public_key,
+    };
+    let pem = request.signed_by(&issuer)?.pem();
+    let fingerprint = ca_fingerprint(&pem)?;
+    Ok((pem, fingerprint))
+}
+
+/// Lowercase hex SHA-256 of a certificate's DER (as presented in a TLS handshake).
+pub fn der_fingerprint(der: &[u8]) -> String {
+    hex_lower(&Sha256::digest(der))
+}
+
 /// Generates a key, a CSR for `hosts` and signs it: returns `(cert_pem, key_pem)`.
 pub fn issue_node_cert(
     ca: &CaMaterial,
@@ -439,6 +496,39 @@ mod tests {
             ca_fingerprint("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn enrollment_cert_takes_only_the_key_from_the_csr() {
+        let ca = generate_ca("t").unwrap();
+        let key = generate_key_pem().unwrap();
+        let csr = make_csr(&key, &hosts(&["evil.example", "10.0.0.1"])).unwrap();
+        let (pem, fp) = sign_enrollment_csr(&ca, &csr, "weft-identity-abc", false).unwrap();
+        let der = parse_pem_cert(&pem);
+        assert_eq!(fp, der_fingerprint(&der));
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "weft-identity-abc");
+        assert!(cert.subject_alternative_name().unwrap().is_none());
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        assert_eq!(node_id_from_cert_der(&der), None);
+        // A router keeps its SANs and may serve TLS.
+        let (pem, _) = sign_enrollment_csr(&ca, &csr, "weft-router-r1", true).unwrap();
+        let der = parse_pem_cert(&pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && eku.server_auth);
+        assert_eq!(
+            cert.subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names
+                .len(),
+            2
+        );
+        assert!(sign_enrollment_csr(&ca, "not a csr", "x", false).is_err());
     }
 
     #[test]

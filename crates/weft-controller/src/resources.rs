@@ -33,16 +33,36 @@ pub trait Resource: Send + Sync + 'static {
     /// The `PATCH` body: every field optional, unknown fields refused.
     type Patch: DeserializeOwned + Serialize + Send + 'static;
 
-    /// The stored fields a create body stands for (run on the blocking pool: it may hash a
-    /// password). By default the body's own fields.
-    fn prepare_create(body: Self::Create) -> Result<Map<String, Value>, ApiError> {
-        object_of(&body)
+    /// The stored fields a create body stands for, and any records created with it in the
+    /// same raft entry (an identity's enrollment, say). Runs on the blocking pool (it may
+    /// hash a password). By default the body's own fields, alone.
+    fn prepare_create(ctx: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
+        let _ = ctx;
+        Ok(Prepared {
+            fields: object_of(&body)?,
+            with: Vec::new(),
+        })
     }
 
     /// The stored fields a patch body changes. By default the body's own fields.
     fn prepare_patch(body: Self::Patch) -> Result<Map<String, Value>, ApiError> {
         object_of(&body)
     }
+}
+
+/// What [`Resource::prepare_create`] may use: the controller and the new record's id and
+/// time (chosen before, so companions can refer to it).
+pub struct CreateContext {
+    pub state: Shared,
+    pub id: String,
+    pub now_ms: i64,
+}
+
+/// What a create body stands for: the record's fields, and whole records (kind, record)
+/// to create with it, atomically, after it.
+pub struct Prepared {
+    pub fields: Map<String, Value>,
+    pub with: Vec<(EntityKind, Value)>,
 }
 
 macro_rules! resource {
@@ -63,18 +83,57 @@ resource!(
     models::ServiceCreate,
     models::ServicePatch
 );
-resource!(
-    Identities,
-    Identity,
-    models::IdentityCreate,
-    models::IdentityPatch
-);
-resource!(
-    EdgeRouters,
-    EdgeRouter,
-    models::EdgeRouterCreate,
-    models::EdgeRouterPatch
-);
+/// `identities`: a create may open an `ott` enrollment with the identity
+/// (`"enrollment": {"ott": true}`), in the same raft entry.
+pub struct Identities;
+
+impl Resource for Identities {
+    const KIND: EntityKind = EntityKind::Identity;
+    type Create = models::IdentityCreate;
+    type Patch = models::IdentityPatch;
+
+    fn prepare_create(ctx: &CreateContext, mut body: Self::Create) -> Result<Prepared, ApiError> {
+        let enrollment = body.enrollment.take();
+        let mut with = Vec::new();
+        if enrollment.is_some_and(|e| e.ott) {
+            with.push(crate::enroll::new_enrollment(ctx, "ott", &ctx.id, None)?);
+        }
+        let mut fields = object_of(&body)?;
+        fields.remove("enrollment");
+        Ok(Prepared { fields, with })
+    }
+
+    fn prepare_patch(body: Self::Patch) -> Result<Map<String, Value>, ApiError> {
+        if body.enrollment.is_some() {
+            return Err(ApiError::field(
+                "enrollment",
+                "is set at create only; use /enrollments to enroll an existing identity",
+            ));
+        }
+        let mut fields = object_of(&body)?;
+        fields.remove("enrollment");
+        Ok(fields)
+    }
+}
+
+/// `edge-routers`: every new router comes with its `erott` enrollment (as in OpenZiti), and
+/// is unverified until it enrolls.
+pub struct EdgeRouters;
+
+impl Resource for EdgeRouters {
+    const KIND: EntityKind = EntityKind::EdgeRouter;
+    type Create = models::EdgeRouterCreate;
+    type Patch = models::EdgeRouterPatch;
+
+    fn prepare_create(ctx: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
+        let mut fields = object_of(&body)?;
+        fields.insert("isVerified".into(), Value::Bool(false));
+        Ok(Prepared {
+            fields,
+            with: vec![crate::enroll::new_enrollment(ctx, "erott", &ctx.id, None)?],
+        })
+    }
+}
 resource!(
     ConfigTypes,
     ConfigType,
@@ -103,7 +162,16 @@ impl Resource for Authenticators {
     type Create = models::AuthenticatorCreate;
     type Patch = models::AuthenticatorPatch;
 
-    fn prepare_create(body: Self::Create) -> Result<Map<String, Value>, ApiError> {
+    fn prepare_create(_: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
+        if body.method != "updb" {
+            return Err(ApiError::field(
+                "method",
+                format!(
+                    "{:?} cannot be created here; use updb (cert authenticators come from enrollment)",
+                    body.method
+                ),
+            ));
+        }
         let mut m = Map::new();
         m.insert("name".into(), Value::String(body.username));
         m.insert("method".into(), Value::String(body.method));
@@ -113,7 +181,10 @@ impl Resource for Authenticators {
             "tags".into(),
             serde_json::to_value(body.tags).unwrap_or_default(),
         );
-        Ok(m)
+        Ok(Prepared {
+            fields: m,
+            with: Vec::new(),
+        })
     }
 
     fn prepare_patch(body: Self::Patch) -> Result<Map<String, Value>, ApiError> {
@@ -172,6 +243,7 @@ pub fn all(router: Router<Shared>, base: &str) -> Router<Shared> {
     let router = routes::<ServicePolicies>(router, base);
     let router = routes::<EdgeRouterPolicies>(router, base);
     let router = routes::<ServiceEdgeRouterPolicies>(router, base);
+    let router = routes::<crate::enroll::Enrollments>(router, base);
     routes::<Authenticators>(router, base)
 }
 
@@ -254,7 +326,10 @@ async fn get_one<R: Resource>(
 ) -> Result<Response, ApiError> {
     let (_, stale, view) = read_view(&state, raw.as_deref()).await?;
     match entity::get(&view, R::KIND, &id)? {
-        Some(rec) => Ok(mark_stale(ok(R::KIND.public(rec)), stale)),
+        Some(rec) => {
+            let shown = weft_model::enrollment::present(&view, R::KIND, R::KIND.public(rec))?;
+            Ok(mark_stale(ok(shown), stale))
+        }
         None => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("{} {id} not found", R::KIND.singular()),
@@ -268,9 +343,20 @@ async fn create<R: Resource>(
     _admin: Admin,
     JsonBody(body): JsonBody<R::Create>,
 ) -> Result<Response, ApiError> {
-    let mut record = blocking(move || R::prepare_create(body)).await?;
-    let now = weft_model::rfc3339(weft_model::now_ms());
-    record.insert("id".into(), Value::String(weft_model::new_id()));
+    let now_ms = weft_model::now_ms();
+    let ctx = CreateContext {
+        state: state.clone(),
+        id: weft_model::new_id(),
+        now_ms,
+    };
+    let (ctx, prepared) = blocking(move || {
+        let p = R::prepare_create(&ctx, body)?;
+        Ok((ctx, p))
+    })
+    .await?;
+    let mut record = prepared.fields;
+    let now = weft_model::rfc3339(now_ms);
+    record.insert("id".into(), Value::String(ctx.id));
     record.insert("createdAt".into(), Value::String(now.clone()));
     record.insert("updatedAt".into(), Value::String(now));
     let record = Value::Object(record);
@@ -278,14 +364,28 @@ async fn create<R: Resource>(
     // References (to config types, to ids named in roles...) against local state: a quick
     // answer for the common mistake; apply checks again against the committed state.
     R::KIND.validate_in(&state.node.read_state()?, &record)?;
-    let (_, outcome) = state
-        .node
-        .write(Command::Create {
+    let cmd = if prepared.with.is_empty() {
+        Command::Create {
             kind: R::KIND,
             record,
-        })
-        .await?;
-    Ok(created(entity_of(R::KIND, outcome)?))
+        }
+    } else {
+        let mut records = vec![(R::KIND, record)];
+        records.extend(prepared.with);
+        Command::CreateAll { records }
+    };
+    let (_, outcome) = state.node.write(cmd).await?;
+    let entity = entity_of(R::KIND, outcome)?;
+    Ok(created(present(&state, R::KIND, entity)?))
+}
+
+/// `record` as the API shows it, with its open enrollment (identities, edge routers).
+fn present(state: &Shared, kind: EntityKind, record: Value) -> Result<Value, ApiError> {
+    Ok(weft_model::enrollment::present(
+        &state.node.read_state()?,
+        kind,
+        record,
+    )?)
 }
 
 /// `PATCH /<collection>/{id}`.
@@ -302,7 +402,7 @@ async fn update<R: Resource>(
         at: weft_model::now_ms(),
     };
     let (_, outcome) = state.node.write(cmd).await?;
-    Ok(ok(entity_of(R::KIND, outcome)?))
+    Ok(ok(present(&state, R::KIND, entity_of(R::KIND, outcome)?)?))
 }
 
 /// `DELETE /<collection>/{id}`.

@@ -15,9 +15,11 @@ use weft_model::Command;
 use crate::app::Shared;
 use crate::auth::{Admin, Session};
 use crate::error::ApiError;
-use crate::http::{mark_stale, ok, JsonBody};
+use crate::http::{mark_stale, ok, parse_json, query_param, RawBody};
 use crate::resources::{paged, read_view};
+use crate::tls::ClientCert;
 use crate::tokens::{self, SessionClaims};
+use axum::Extension;
 
 fn issue(state: &Shared, sid: String, sub: String, adm: bool) -> ApiSession {
     let now = weft_model::now_ms();
@@ -70,24 +72,29 @@ fn record(state: &Shared, sid: &str, sub: &str, adm: bool, now: i64, exp: i64) {
     });
 }
 
-/// `POST .../authenticate?method=password`.
+/// `POST .../authenticate?method=password` (body `{username, password}`) or
+/// `?method=cert` (no body; the TLS client certificate of an enrolled identity).
 pub async fn authenticate(
     State(state): State<Shared>,
     RawQuery(query): RawQuery,
-    JsonBody(login): JsonBody<PasswordLogin>,
+    cert: Option<Extension<ClientCert>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let method = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|p| p.strip_prefix("method="))
-        .unwrap_or("");
-    if method != "password" {
-        return Err(ApiError::field(
+    let method = query_param(query.as_deref(), "method")?.unwrap_or_default();
+    match method.as_str() {
+        "password" => password_login(state, parse_json(&body, false)?).await,
+        "cert" => {
+            let fingerprint = cert.and_then(|Extension(ClientCert(fp))| fp);
+            cert_login(&state, fingerprint.as_deref())
+        }
+        other => Err(ApiError::field(
             "method",
-            format!("{method:?} is not supported; use method=password"),
-        ));
+            format!("{other:?} is not supported; use method=password or method=cert"),
+        )),
     }
+}
+
+async fn password_login(state: Shared, login: PasswordLogin) -> Result<Response, ApiError> {
     let view = state.node.read_state()?;
     // The bootstrap administrator, or an identity's updb authenticator: who the session is
     // for (subject), whether it is an admin, and the hash to check.
@@ -115,6 +122,40 @@ pub async fn authenticate(
     Ok(ok(issue(&state, weft_model::new_id(), subject, is_admin)))
 }
 
+/// Certificate login: the handshake already verified the chain against the cluster CA;
+/// the certificate's fingerprint names a `cert` authenticator (made by enrollment), whose
+/// identity the session is for. Deleting the authenticator (or the identity) ends this.
+fn cert_login(state: &Shared, fingerprint: Option<&str>) -> Result<Response, ApiError> {
+    let Some(fp) = fingerprint else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidAuth,
+            "method=cert needs a TLS client certificate from enrollment",
+        ));
+    };
+    let view = state.node.read_state()?;
+    let auth = EntityKind::Authenticator;
+    let record = match entity::id_by_name(&view, auth, fp)? {
+        Some(id) => entity::get(&view, auth, &id)?,
+        None => None,
+    }
+    .filter(|a| a["method"] == "cert" && a["certFingerprint"] == fp);
+    let identity = record
+        .as_ref()
+        .and_then(|a| a["identityId"].as_str())
+        .map(|id| entity::get(&view, EntityKind::Identity, id))
+        .transpose()?
+        .flatten();
+    let Some(identity) = identity else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidAuth,
+            "this certificate belongs to no enrolled identity",
+        ));
+    };
+    let id = identity["id"].as_str().unwrap_or_default().to_owned();
+    let is_admin = identity["isAdmin"].as_bool().unwrap_or(false);
+    Ok(ok(issue(state, weft_model::new_id(), id, is_admin)))
+}
+
 /// The identity behind a `updb` username: (identity id, isAdmin, password hash).
 fn identity_login(
     view: &weft_store::StateView,
@@ -127,6 +168,9 @@ fn identity_login(
     let Some(a) = entity::get(view, auth, &aid)? else {
         return Ok(None);
     };
+    if a["method"] != "updb" {
+        return Ok(None);
+    }
     let identity_id = a["identityId"].as_str().unwrap_or_default();
     let Some(identity) = entity::get(view, EntityKind::Identity, identity_id)? else {
         return Ok(None);

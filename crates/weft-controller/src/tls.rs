@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::pki::node_id_from_cert_der;
+use crate::pki::{der_fingerprint, node_id_from_cert_der};
 
 /// How long a client gets to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -304,6 +304,12 @@ fn certified_key(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerNode(pub Option<u64>);
 
+/// Request extension set by [`serve`] on every request: the SHA-256 fingerprint (lowercase
+/// hex) of the client certificate the TLS handshake verified against the cluster CA, or
+/// `None` without one. Certificate login (`authenticate?method=cert`) looks it up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert(pub Option<Arc<str>>);
+
 /// Serves `app` over HTTPS on `listener` until `shutdown` resolves.
 ///
 /// Each accepted connection gets its own task: a TLS handshake bounded by
@@ -409,16 +415,16 @@ async fn serve_connection(
         _ = stop.wait_for(|stopped| *stopped) => return,
     };
 
-    let peer = PeerNode(
-        stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| node_id_from_cert_der(leaf)),
-    );
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first());
+    let peer = PeerNode(leaf.and_then(|leaf| node_id_from_cert_der(leaf)));
+    let client_cert = ClientCert(leaf.map(|leaf| Arc::from(der_fingerprint(leaf))));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(client_cert.clone());
         req.extensions_mut().insert(ConnectInfo(remote));
         app.clone().oneshot(req)
     });

@@ -106,6 +106,39 @@ pub struct JoinClaims {
     pub nonce: String,
 }
 
+/// Claims of an enrollment token (a JWT, `alg` EdDSA, `kid` the signing node's id), the
+/// file an admin hands to whoever enrolls an identity or router. Field names follow
+/// OpenZiti's enrollment JWT, plus `caFp`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentClaims {
+    /// The issuing controller's API URL.
+    pub iss: String,
+    /// The identity (`ott`) or edge router (`erott`) id.
+    pub sub: String,
+    /// The one-time token itself.
+    pub jti: String,
+    /// Enrollment method: `ott` or `erott`.
+    pub em: String,
+    /// Expiry, seconds since the Unix epoch (JWT convention).
+    pub exp: i64,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: i64,
+    /// Every controller's API URL, so enrollment and later logins can fail over.
+    pub ctrls: Vec<String>,
+    /// Lowercase hex SHA-256 fingerprint of the cluster CA certificate: the enrolling
+    /// client trusts the CA it downloads only if it matches.
+    pub ca_fp: String,
+}
+
+/// The JOSE header of enrollment JWTs.
+#[derive(Serialize, Deserialize)]
+struct JwtHeader {
+    alg: String,
+    typ: String,
+    kid: String,
+}
+
 /// A node's Ed25519 token-signing key.
 pub struct NodeSigner {
     /// The node id that signs; written as `kid` into every token it mints.
@@ -185,6 +218,23 @@ impl NodeSigner {
         self.sign(JOIN_PREFIX, claims)
     }
 
+    /// Signs enrollment claims into a JWT (`header.claims.signature`, base64url, EdDSA).
+    pub fn sign_enrollment(&self, claims: &EnrollmentClaims) -> String {
+        let header = JwtHeader {
+            alg: "EdDSA".into(),
+            typ: "JWT".into(),
+            kid: self.node_id.to_string(),
+        };
+        // Serializing these plain structs cannot fail.
+        let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).unwrap_or_default(), &mut token);
+        let sig = self.key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut token);
+        token
+    }
+
     fn sign(&self, prefix: &str, claims: &impl Serialize) -> String {
         // Serializing these plain structs (strings, integers, bools) cannot fail.
         let json = serde_json::to_vec(claims).unwrap_or_default();
@@ -234,6 +284,63 @@ pub fn verify_join(
 pub fn peek_join(token: &str) -> Result<JoinClaims, TokenError> {
     let parts = split(token, Kind::Join)?;
     serde_json::from_slice(&parts.payload).map_err(|_| TokenError::Malformed)
+}
+
+/// The parts of an enrollment JWT: its header's `kid`, its claims, the signed text and the
+/// signature. Checks the shape only.
+fn split_jwt(token: &str) -> Result<(u64, EnrollmentClaims, &str, Signature), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed);
+    let header: JwtHeader =
+        serde_json::from_slice(&decode(h)?).map_err(|_| TokenError::Malformed)?;
+    if header.alg != "EdDSA" {
+        return Err(TokenError::Malformed);
+    }
+    let kid = header.kid.parse().map_err(|_| TokenError::Malformed)?;
+    let claims = serde_json::from_slice(&decode(c)?).map_err(|_| TokenError::Malformed)?;
+    let signature = Signature::from_slice(&decode(sig)?).map_err(|_| TokenError::Malformed)?;
+    Ok((kid, claims, &token[..h.len() + 1 + c.len()], signature))
+}
+
+/// Verifies an enrollment JWT's shape and signature (under the key of its `kid`). Expiry
+/// is NOT checked here: the enrollment record decides it, so an expired token is told
+/// apart (`ENROLLMENT_EXPIRED`) from a forged one.
+pub fn verify_enrollment(
+    token: &str,
+    key_for: impl Fn(u64) -> Option<String>,
+) -> Result<EnrollmentClaims, TokenError> {
+    let (kid, claims, signed, signature) = split_jwt(token)?;
+    verifying_key(kid, &key_for)?
+        .verify_strict(signed.as_bytes(), &signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    Ok(claims)
+}
+
+/// Decodes an enrollment JWT's claims WITHOUT verifying it: the enrolling client reads the
+/// controller URLs and the CA fingerprint from it, then authenticates the cluster by that
+/// fingerprint before it sends the token anywhere.
+pub fn peek_enrollment(token: &str) -> Result<EnrollmentClaims, TokenError> {
+    split_jwt(token).map(|(_, claims, _, _)| claims)
+}
+
+/// The public key registered for signer `kid`.
+fn verifying_key(
+    kid: u64,
+    key_for: &impl Fn(u64) -> Option<String>,
+) -> Result<VerifyingKey, TokenError> {
+    let key_hex = key_for(kid).ok_or(TokenError::UnknownKey(kid))?;
+    let key_bytes: [u8; 32] = hex_decode(&key_hex)
+        .and_then(|v| v.try_into().ok())
+        .ok_or(TokenError::InvalidKey(kid))?;
+    VerifyingKey::from_bytes(&key_bytes).map_err(|_| TokenError::InvalidKey(kid))
 }
 
 /// Hashes a password into an argon2id PHC string (random salt, default parameters).
@@ -329,12 +436,7 @@ fn verify<C: DeserializeOwned>(
 ) -> Result<C, TokenError> {
     let parts = split(token, kind)?;
     let claims: C = serde_json::from_slice(&parts.payload).map_err(|_| TokenError::Malformed)?;
-    let kid = kid_of(&claims);
-    let key_hex = key_for(kid).ok_or(TokenError::UnknownKey(kid))?;
-    let key_bytes: [u8; 32] = hex_decode(&key_hex)
-        .and_then(|v| v.try_into().ok())
-        .ok_or(TokenError::InvalidKey(kid))?;
-    let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| TokenError::InvalidKey(kid))?;
+    let key = verifying_key(kid_of(&claims), key_for)?;
     key.verify_strict(parts.signed.as_bytes(), &parts.signature)
         .map_err(|_| TokenError::BadSignature)?;
     Ok(claims)
@@ -568,6 +670,54 @@ mod tests {
         assert!(verify_join(&relabelled, NOW, keys(&s)).is_err());
         let relabelled = format!("wst1.{}", &jt[5..]);
         assert!(verify_session(&relabelled, NOW, keys(&s)).is_err());
+    }
+
+    fn enrollment(kid_signer: &NodeSigner) -> String {
+        kid_signer.sign_enrollment(&EnrollmentClaims {
+            iss: "https://127.0.0.1:1280".into(),
+            sub: "ident1".into(),
+            jti: "tok".into(),
+            em: "ott".into(),
+            exp: 2_000_000_000,
+            iat: 1_000_000_000,
+            ctrls: vec!["https://127.0.0.1:1280".into()],
+            ca_fp: "ab".repeat(32),
+        })
+    }
+
+    #[test]
+    fn enrollment_jwt_round_trip_and_tamper() {
+        let signer = NodeSigner::generate(7);
+        let jwt = enrollment(&signer);
+        assert_eq!(jwt.split('.').count(), 3);
+        let claims = verify_enrollment(&jwt, keys(&signer)).unwrap();
+        assert_eq!(claims.sub, "ident1");
+        assert_eq!(peek_enrollment(&jwt).unwrap(), claims);
+        // A standard JWT header: alg EdDSA, kid the node id.
+        let header = URL_SAFE_NO_PAD
+            .decode(jwt.split('.').next().unwrap())
+            .unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["kid"], "7");
+        // Changing the subject breaks the signature.
+        let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        c["sub"] = "admin".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+        assert!(matches!(
+            verify_enrollment(&parts.join("."), keys(&signer)),
+            Err(TokenError::BadSignature)
+        ));
+        let other = NodeSigner::generate(7);
+        assert!(matches!(
+            verify_enrollment(&jwt, keys(&other)),
+            Err(TokenError::BadSignature)
+        ));
+        for bad in ["", "a.b", "a.b.c.d", "wst1.x.y", &jwt[1..]] {
+            assert!(verify_enrollment(bad, keys(&signer)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub enum Command {
     /// after the login has been answered: a login never waits for raft. `now` prunes the
     /// records of expired sessions.
     RecordSession { session: Value, now: UnixMs },
+    /// Several creates, all or none (an identity with its enrollment, say). The outcome is
+    /// the first entity.
+    CreateAll { records: Vec<(EntityKind, Value)> },
+    /// Use an enrollment token: see [`crate::enrollment`].
+    Enroll(crate::enrollment::Enroll),
 }
 
 /// What a successfully applied command produced.
@@ -124,6 +129,27 @@ pub fn apply(
             at,
         } => Ok(entity(entity::update(st, *kind, id, patch, &rfc3339(*at))?)),
         Command::Delete { kind, id } => Ok(entity(entity::delete(st, *kind, id)?)),
+        Command::CreateAll { records } => {
+            let mut first = None;
+            for (i, (kind, record)) in records.iter().enumerate() {
+                match entity::create(st, *kind, record)? {
+                    Ok(v) => {
+                        first.get_or_insert(v);
+                    }
+                    Err(e) => {
+                        // Undo the ones already made, newest first (later ones may refer
+                        // to earlier ones).
+                        for (kind, record) in records[..i].iter().rev() {
+                            let id = record.get("id").and_then(Value::as_str).unwrap_or("");
+                            let _ = entity::delete(st, *kind, id)?;
+                        }
+                        return Ok(Err(e));
+                    }
+                }
+            }
+            Ok(Ok(first.map_or(Outcome::Done, Outcome::Entity)))
+        }
+        Command::Enroll(e) => Ok(entity(crate::enrollment::apply(st, e)?)),
         Command::RevokeSession {
             session_id,
             expires_at,
@@ -268,6 +294,8 @@ impl std::fmt::Display for Command {
                 "record-session({})",
                 session.get("id").and_then(Value::as_str).unwrap_or("?")
             ),
+            Command::CreateAll { records } => write!(f, "create-all({} records)", records.len()),
+            Command::Enroll(e) => write!(f, "enroll({})", e.enrollment_id),
         }
     }
 }

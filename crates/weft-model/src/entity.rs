@@ -23,9 +23,13 @@ pub enum EntityKind {
     EdgeRouterPolicy,
     ServiceEdgeRouterPolicy,
     Authenticator,
+    Enrollment,
 }
 
-/// An authenticator as stored: `name` is the username; `passwordHash` is never shown.
+/// An authenticator as stored. `updb`: `name` is the username, `passwordHash` its argon2id
+/// hash (never shown). `cert`: `name` and `certFingerprint` are the SHA-256 fingerprint of
+/// the enrolled certificate (so the name index finds it at login), `certPem` the
+/// certificate.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)] // parsed to check the shape
@@ -33,10 +37,43 @@ struct StoredAuthenticator {
     name: String,
     method: String,
     identity_id: String,
-    password_hash: String,
+    #[serde(default)]
+    password_hash: Option<String>,
+    #[serde(default)]
+    cert_fingerprint: Option<String>,
+    #[serde(default)]
+    cert_pem: Option<String>,
     #[serde(default)]
     tags: serde_json::Map<String, Value>,
 }
+
+/// An enrollment as stored: a one-time token (`token`, signed into `jwt`) with which an
+/// identity (`ott`) or an edge router (`erott`) gets a certificate. `name` is the id.
+/// Kept after use, with `completedAt`, so a second use is told apart from a bad token.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // parsed to check the shape
+struct StoredEnrollment {
+    name: String,
+    method: String,
+    #[serde(default)]
+    identity_id: Option<String>,
+    #[serde(default)]
+    edge_router_id: Option<String>,
+    token: String,
+    jwt: String,
+    expires_at: String,
+    expires_at_ms: i64,
+    #[serde(default)]
+    completed_at: Option<String>,
+    #[serde(default)]
+    cert_fingerprint: Option<String>,
+    #[serde(default)]
+    tags: serde_json::Map<String, Value>,
+}
+
+/// Fields of an edge router that only enrollment sets (never a create or patch body).
+pub const ROUTER_ENROLLED_FIELDS: [&str; 2] = ["isVerified", "fingerprint"];
 
 /// Fields kept in state but never shown by the API (nor matched by list filters, which
 /// could otherwise probe them).
@@ -51,7 +88,7 @@ const POLICY_KINDS: [EntityKind; 3] = [
 
 impl EntityKind {
     /// Every kind.
-    pub const ALL: [EntityKind; 9] = [
+    pub const ALL: [EntityKind; 10] = [
         EntityKind::Service,
         EntityKind::Identity,
         EntityKind::EdgeRouter,
@@ -61,6 +98,7 @@ impl EntityKind {
         EntityKind::EdgeRouterPolicy,
         EntityKind::ServiceEdgeRouterPolicy,
         EntityKind::Authenticator,
+        EntityKind::Enrollment,
     ];
 
     /// The table the records live in (also the REST collection name).
@@ -75,6 +113,7 @@ impl EntityKind {
             EntityKind::EdgeRouterPolicy => "edge-router-policies",
             EntityKind::ServiceEdgeRouterPolicy => "service-edge-router-policies",
             EntityKind::Authenticator => "authenticators",
+            EntityKind::Enrollment => "enrollments",
         }
     }
 
@@ -90,6 +129,7 @@ impl EntityKind {
             EntityKind::EdgeRouterPolicy => "edge router policy",
             EntityKind::ServiceEdgeRouterPolicy => "service edge router policy",
             EntityKind::Authenticator => "authenticator",
+            EntityKind::Enrollment => "enrollment",
         }
     }
 
@@ -134,6 +174,19 @@ impl EntityKind {
         let mut body = record.as_object().cloned().unwrap_or_default();
         for k in ["id", "createdAt", "updatedAt"] {
             body.remove(k);
+        }
+        if self == EntityKind::EdgeRouter {
+            if let Some(v) = body.get("isVerified") {
+                if !v.is_boolean() {
+                    return Err(DomainError::InvalidField {
+                        field: "isVerified".into(),
+                        reason: "must be a boolean".into(),
+                    });
+                }
+            }
+            for k in ROUTER_ENROLLED_FIELDS {
+                body.remove(k);
+            }
         }
         let body = Value::Object(body);
         fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, DomainError> {
@@ -196,18 +249,78 @@ impl EntityKind {
             }
             EntityKind::Authenticator => {
                 let b: StoredAuthenticator = parse(body)?;
-                if b.method != "updb" {
-                    return Err(DomainError::InvalidField {
-                        field: "method".into(),
-                        reason: format!("{:?} is not supported; use updb", b.method),
-                    });
-                }
                 validate::ids("identityId", std::slice::from_ref(&b.identity_id))?;
-                if !b.password_hash.starts_with("$argon2") {
-                    return Err(DomainError::InvalidField {
-                        field: "password".into(),
-                        reason: "must be hashed by the controller".into(),
-                    });
+                let invalid = |field: &str, reason: &str| DomainError::InvalidField {
+                    field: field.into(),
+                    reason: reason.into(),
+                };
+                match b.method.as_str() {
+                    "updb" => {
+                        if !b.password_hash.is_some_and(|h| h.starts_with("$argon2")) {
+                            return Err(invalid("password", "must be hashed by the controller"));
+                        }
+                        if b.cert_fingerprint.is_some() || b.cert_pem.is_some() {
+                            return Err(invalid("method", "updb takes no certificate"));
+                        }
+                        Ok(())
+                    }
+                    "cert" => {
+                        let fp = b.cert_fingerprint.unwrap_or_default();
+                        if !is_fingerprint(&fp) || b.name != fp {
+                            return Err(invalid(
+                                "certFingerprint",
+                                "must be the certificate's SHA-256 (64 lowercase hex digits)",
+                            ));
+                        }
+                        if b.password_hash.is_some() || b.cert_pem.is_none() {
+                            return Err(invalid(
+                                "method",
+                                "cert authenticators are made by enrollment",
+                            ));
+                        }
+                        Ok(())
+                    }
+                    other => Err(invalid(
+                        "method",
+                        &format!(
+                            "{other:?} is not supported; use updb (cert comes from enrollment)"
+                        ),
+                    )),
+                }
+            }
+            EntityKind::Enrollment => {
+                let b: StoredEnrollment = parse(body)?;
+                let invalid = |field: &str, reason: &str| DomainError::InvalidField {
+                    field: field.into(),
+                    reason: reason.into(),
+                };
+                match (b.method.as_str(), &b.identity_id, &b.edge_router_id) {
+                    ("ott", Some(id), None) => {
+                        validate::ids("identityId", std::slice::from_ref(id))
+                    }
+                    ("erott", None, Some(id)) => {
+                        validate::ids("edgeRouterId", std::slice::from_ref(id))
+                    }
+                    ("ott", _, _) => Err(invalid(
+                        "identityId",
+                        "ott enrolls an identity: give identityId only",
+                    )),
+                    ("erott", _, _) => Err(invalid(
+                        "edgeRouterId",
+                        "erott enrolls an edge router: give edgeRouterId only",
+                    )),
+                    (other, _, _) => Err(invalid(
+                        "method",
+                        &format!("{other:?} is not supported; use ott or erott"),
+                    )),
+                }?;
+                if b.token.len() < 16 || b.jwt.is_empty() {
+                    return Err(invalid("token", "must be issued by the controller"));
+                }
+                let target = b.identity_id.or(b.edge_router_id).unwrap_or_default();
+                let open = crate::enrollment::open_name(&b.method, &target);
+                if b.name != open && b.name != crate::enrollment::used_name(&b.token) {
+                    return Err(invalid("name", &format!("must be {open:?}")));
                 }
                 Ok(())
             }
@@ -277,6 +390,20 @@ impl EntityKind {
                             e => e,
                         })?;
                     }
+                }
+                Ok(())
+            }
+            EntityKind::Enrollment => {
+                let (kind, field) = match str_field(record, "method") {
+                    "erott" => (EntityKind::EdgeRouter, "edgeRouterId"),
+                    _ => (EntityKind::Identity, "identityId"),
+                };
+                let id = str_field(record, field);
+                if get(st, kind, id)?.is_none() {
+                    return Err(invalid(
+                        field.into(),
+                        format!("no {} has id {id:?}", kind.singular()),
+                    ));
                 }
                 Ok(())
             }
@@ -370,6 +497,11 @@ fn check_config(config_type: &Value, config: &Value, field: &str) -> Result<(), 
     })
 }
 
+/// A SHA-256 fingerprint as stored: 64 lowercase hex digits.
+pub fn is_fingerprint(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The strings of an array field (missing or other types: none).
 pub(crate) fn strings(record: &Value, field: &str) -> Vec<String> {
     record
@@ -458,7 +590,7 @@ pub fn list(st: &dyn StateRead, kind: EntityKind, q: &ListQuery) -> Result<ListP
     }
     let mut matched = Vec::new();
     for record in all(st, kind)? {
-        let record = kind.public(record);
+        let record = crate::enrollment::present(st, kind, kind.public(record))?;
         if q.filter.as_ref().is_none_or(|f| f.matches(&record)) {
             matched.push(record);
         }
@@ -491,7 +623,7 @@ fn list_by_name(
     {
         let id = String::from_utf8_lossy(&id).into_owned();
         if let Some(rec) = get(st, kind, &id)? {
-            items.push(kind.public(rec));
+            items.push(crate::enrollment::present(st, kind, kind.public(rec))?);
         }
     }
     Ok(ListPage { items, total })
@@ -609,13 +741,21 @@ pub(crate) fn delete(
             by,
         }));
     }
-    if kind == EntityKind::Identity {
-        // An identity's authenticators go with it (as in OpenZiti).
-        let auth = EntityKind::Authenticator;
-        for a in all(st, auth)? {
-            if str_field(&a, "identityId") == id {
-                st.delete(&auth.name_index(), str_field(&a, "name"))?;
-                st.delete(auth.table(), str_field(&a, "id"))?;
+    // An identity's authenticators and enrollments go with it, a router's enrollments
+    // with it (as in OpenZiti).
+    let owned: &[(EntityKind, &str)] = match kind {
+        EntityKind::Identity => &[
+            (EntityKind::Authenticator, "identityId"),
+            (EntityKind::Enrollment, "identityId"),
+        ],
+        EntityKind::EdgeRouter => &[(EntityKind::Enrollment, "edgeRouterId")],
+        _ => &[],
+    };
+    for (child, field) in owned {
+        for a in all(st, *child)? {
+            if str_field(&a, field) == id {
+                st.delete(&child.name_index(), str_field(&a, "name"))?;
+                st.delete(child.table(), str_field(&a, "id"))?;
             }
         }
     }

@@ -20,6 +20,16 @@ pub enum DomainError {
         id: String,
         by: String,
     },
+    /// An enrollment token names no open enrollment (unknown, deleted, or of another
+    /// method).
+    #[error("invalid enrollment token: {0}")]
+    InvalidEnrollment(String),
+    /// The enrollment's window has passed.
+    #[error("the enrollment expired at {0}")]
+    EnrollmentExpired(String),
+    /// The enrollment was already used.
+    #[error("the enrollment was already used at {0}")]
+    AlreadyEnrolled(String),
     /// Reading state failed while checking a command (never returned by apply as a
     /// verdict: it is turned back into a [`StorageFault`]).
     #[error("storage fault: {0}")]

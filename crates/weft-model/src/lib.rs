@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod enrollment;
 pub mod entity;
 pub mod error;
 pub mod filter;
