@@ -421,6 +421,31 @@ mod tests {
     }
 
     #[test]
+    fn create_all_is_all_or_nothing() {
+        let mut st = MemState::default();
+        apply(&mut st, &svc("x", "taken")).unwrap().unwrap();
+        let before = st.map.clone();
+        let record = |c: Command| match c {
+            Command::Create { kind, record } => (kind, record),
+            _ => unreachable!(),
+        };
+        let cmd = Command::CreateAll {
+            records: vec![record(svc("a", "first")), record(svc("b", "taken"))],
+        };
+        let err = apply(&mut st, &cmd).unwrap().unwrap_err();
+        assert!(matches!(err, DomainError::NameTaken { .. }));
+        assert_eq!(before, st.map, "the first create was undone");
+        let cmd = Command::CreateAll {
+            records: vec![record(svc("a", "first")), record(svc("b", "second"))],
+        };
+        let Outcome::Entity(first) = apply(&mut st, &cmd).unwrap().unwrap() else {
+            panic!("no entity")
+        };
+        assert_eq!(first["id"], "a");
+        assert!(entity::get(&st, EntityKind::Service, "b").unwrap().is_some());
+    }
+
+    #[test]
     fn invalid_patch_is_refused_and_changes_nothing() {
         let mut st = MemState::default();
         apply(&mut st, &svc("a", "web")).unwrap().unwrap();
