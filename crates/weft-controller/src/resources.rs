@@ -1,7 +1,8 @@
 //! `/edge/management/v1/<collection>[/{id}]` for every replicated entity kind: list (paged,
-//! filtered, sorted), get, create, patch, delete, written once. A kind is served by
-//! declaring its [`Resource`] (its [`EntityKind`] and its create and patch bodies) and
-//! adding [`routes`] for it.
+//! filtered, sorted), get, create, patch, delete, written once, and documented once (their
+//! OpenAPI operations and schemas come from the kind and its bodies' field lists). A kind
+//! is served by declaring its [`Resource`] (its [`EntityKind`] and its create and patch
+//! bodies) and adding [`routes`] for it in [`all`].
 //!
 //! Validation runs before proposing (a bad request never reaches the log) and again in
 //! apply (so the log can never hold an invalid state, whatever a proposer does); both are
@@ -9,11 +10,10 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use weft_api::describe::{Described, Field, Shape};
 use weft_api::models;
 use weft_api::ErrorCode;
 use weft_model::entity::{self, EntityKind};
@@ -23,15 +23,21 @@ use crate::app::Shared;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::http::{created, mark_stale, ok, page, parse_read_query, JsonBody, ReadQuery};
+use crate::openapi::schemas::entity_model;
+use crate::openapi::{Model, Op};
+use crate::routes::Routes;
 
 /// One entity kind served under the management API.
 pub trait Resource: Send + Sync + 'static {
     /// The kind (its table names the collection).
     const KIND: EntityKind;
     /// The `POST` body: unknown fields refused, defaults filled in.
-    type Create: DeserializeOwned + Serialize + Send + 'static;
+    type Create: DeserializeOwned + Serialize + Described + Send + 'static;
     /// The `PATCH` body: every field optional, unknown fields refused.
-    type Patch: DeserializeOwned + Serialize + Send + 'static;
+    type Patch: DeserializeOwned + Serialize + Described + Send + 'static;
+    /// The fields of a record as the API shows it, besides `id`, `createdAt` and
+    /// `updatedAt` (for the API document). By default the create body's.
+    const SHOWN: &'static [Field] = <Self::Create as Described>::FIELDS;
 
     /// The stored fields a create body stands for (run on the blocking pool: it may hash a
     /// password). By default the body's own fields.
@@ -102,6 +108,12 @@ impl Resource for Authenticators {
     const KIND: EntityKind = EntityKind::Authenticator;
     type Create = models::AuthenticatorCreate;
     type Patch = models::AuthenticatorPatch;
+    const SHOWN: &'static [Field] = &[
+        Field::new("name", Shape::Text).doc("The username."),
+        Field::new("method", Shape::OneOf(&["updb"])),
+        Field::new("identityId", Shape::Text),
+        Field::new("tags", Shape::Map),
+    ];
 
     fn prepare_create(body: Self::Create) -> Result<Map<String, Value>, ApiError> {
         let mut m = Map::new();
@@ -151,28 +163,112 @@ resource!(
     models::ServiceEdgeRouterPolicyPatch
 );
 
-/// Adds the collection and item routes of `R` under `base` (the management API path).
-pub fn routes<R: Resource>(router: Router<Shared>, base: &str) -> Router<Shared> {
-    let collection = format!("{base}/{}", R::KIND.table());
-    router
-        .route(&collection, get(list::<R>).post(create::<R>))
-        .route(
-            &format!("{collection}/{{id}}"),
-            get(get_one::<R>).patch(update::<R>).delete(delete::<R>),
+/// `"service edge router"` or `"edge-routers"` as `ServiceEdgeRouter`, `EdgeRouters`.
+pub fn pascal(words: &str) -> String {
+    words
+        .split([' ', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The record of `R` as the API shows it, for the document.
+pub fn record_model<R: Resource>() -> Model {
+    let singular = R::KIND.singular();
+    entity_model(
+        &pascal(singular),
+        &format!("A {singular} as the API shows it."),
+        R::SHOWN,
+        &[],
+    )
+}
+
+/// Adds the collection and item routes of `R` under `base` (the management API path),
+/// with their documentation.
+pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
+    use ErrorCode::*;
+    let table = R::KIND.table();
+    let singular = R::KIND.singular();
+    let (one, many) = (pascal(singular), pascal(table));
+    let a = if singular.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    let collection = format!("{base}/{table}");
+    let item = format!("{collection}/{{id}}");
+    let id_doc = format!("The {singular}'s id.");
+    let record = record_model::<R>();
+    routes
+        .get(
+            &collection,
+            list::<R>,
+            Op::admin(format!("list{many}"), format!("List {table}"))
+                .tag(table)
+                .paged()
+                .filtered()
+                .sorted()
+                .list(record.clone()),
+        )
+        .post(
+            &collection,
+            create::<R>,
+            Op::admin(format!("create{one}"), format!("Create {a} {singular}"))
+                .tag(table)
+                .body(Model::of::<R::Create>())
+                .created(record.clone())
+                .write()
+                .errors(&[InvalidField, EntityAlreadyExists]),
+        )
+        .get(
+            &item,
+            get_one::<R>,
+            Op::admin(format!("get{one}"), format!("Show {a} {singular}"))
+                .tag(table)
+                .path_param("id", &id_doc)
+                .read()
+                .ok(record.clone())
+                .errors(&[NotFound]),
+        )
+        .patch(
+            &item,
+            update::<R>,
+            Op::admin(format!("patch{one}"), format!("Change {a} {singular}"))
+                .tag(table)
+                .describe("Merges the given top-level fields into the record.")
+                .path_param("id", &id_doc)
+                .body(Model::of::<R::Patch>())
+                .ok(record)
+                .write()
+                .errors(&[InvalidField, EntityAlreadyExists, NotFound]),
+        )
+        .delete(
+            &item,
+            delete::<R>,
+            Op::admin(format!("delete{one}"), format!("Delete {a} {singular}"))
+                .tag(table)
+                .path_param("id", &id_doc)
+                .done()
+                .write()
+                .errors(&[NotFound, CanNotDeleteReferencedEntity]),
         )
 }
 
 /// Every kind the management API serves, in the order the routes are added.
-pub fn all(router: Router<Shared>, base: &str) -> Router<Shared> {
-    let router = routes::<Services>(router, base);
-    let router = routes::<Identities>(router, base);
-    let router = routes::<EdgeRouters>(router, base);
-    let router = routes::<ConfigTypes>(router, base);
-    let router = routes::<Configs>(router, base);
-    let router = routes::<ServicePolicies>(router, base);
-    let router = routes::<EdgeRouterPolicies>(router, base);
-    let router = routes::<ServiceEdgeRouterPolicies>(router, base);
-    routes::<Authenticators>(router, base)
+pub fn all(routes: Routes, base: &str) -> Routes {
+    let routes = self::routes::<Services>(routes, base);
+    let routes = self::routes::<Identities>(routes, base);
+    let routes = self::routes::<EdgeRouters>(routes, base);
+    let routes = self::routes::<ConfigTypes>(routes, base);
+    let routes = self::routes::<Configs>(routes, base);
+    let routes = self::routes::<ServicePolicies>(routes, base);
+    let routes = self::routes::<EdgeRouterPolicies>(routes, base);
+    let routes = self::routes::<ServiceEdgeRouterPolicies>(routes, base);
+    self::routes::<Authenticators>(routes, base)
 }
 
 /// Runs a read: linearizable when asked, marked stale when this node is not in quorum.
@@ -316,4 +412,63 @@ async fn delete<R: Resource>(
         .write(Command::Delete { kind: R::KIND, id })
         .await?;
     Ok(ok(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The record a create body of `R` stores, as the API shows it, has exactly the fields
+    /// the document lists for `R` (besides `id`, `createdAt` and `updatedAt`).
+    fn check<R: Resource>(body: Value) {
+        let create: R::Create = serde_json::from_value(body).expect("a valid body");
+        let record = Value::Object(R::prepare_create(create).expect("prepared"));
+        let shown: BTreeSet<String> = R::KIND
+            .public(record)
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let listed: BTreeSet<String> = R::SHOWN.iter().map(|f| f.json_name()).collect();
+        assert_eq!(shown, listed, "{}", R::KIND.table());
+    }
+
+    /// A create body of `R` with its required fields only.
+    fn required<R: Resource>() -> Value {
+        let fields = <R::Create as Described>::FIELDS;
+        Value::Object(
+            fields
+                .iter()
+                .filter(|f| f.required)
+                .map(|f| (f.json_name(), weft_api::describe::sample(f.shape)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn records_show_exactly_the_documented_fields() {
+        check::<Services>(required::<Services>());
+        check::<Identities>(required::<Identities>());
+        check::<EdgeRouters>(required::<EdgeRouters>());
+        check::<ConfigTypes>(required::<ConfigTypes>());
+        check::<Configs>(required::<Configs>());
+        check::<ServicePolicies>(required::<ServicePolicies>());
+        check::<EdgeRouterPolicies>(required::<EdgeRouterPolicies>());
+        check::<ServiceEdgeRouterPolicies>(required::<ServiceEdgeRouterPolicies>());
+        check::<Authenticators>(serde_json::json!({
+            "method": "updb", "identityId": "i", "username": "u", "password": "long enough"
+        }));
+    }
+
+    #[test]
+    fn names_in_pascal_case() {
+        assert_eq!(
+            pascal("service edge router policy"),
+            "ServiceEdgeRouterPolicy"
+        );
+        assert_eq!(pascal("edge-routers"), "EdgeRouters");
+    }
 }
