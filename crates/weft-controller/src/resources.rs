@@ -38,6 +38,8 @@ pub trait Resource: Send + Sync + 'static {
     /// The fields of a record as the API shows it, besides `id`, `createdAt` and
     /// `updatedAt` (for the API document). By default the create body's.
     const SHOWN: &'static [Field] = <Self::Create as Described>::FIELDS;
+    /// Whether `PATCH /<collection>/{id}` is served (and documented).
+    const PATCHABLE: bool = true;
 
     /// The stored fields a create body stands for (run on the blocking pool: it may hash a
     /// password). By default the body's own fields.
@@ -203,7 +205,7 @@ pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
     let item = format!("{collection}/{{id}}");
     let id_doc = format!("The {singular}'s id.");
     let record = record_model::<R>();
-    routes
+    let routes = routes
         .get(
             &collection,
             list::<R>,
@@ -233,8 +235,9 @@ pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
                 .read()
                 .ok(record.clone())
                 .errors(&[NotFound]),
-        )
-        .patch(
+        );
+    let routes = if R::PATCHABLE {
+        routes.patch(
             &item,
             update::<R>,
             Op::admin(format!("patch{one}"), format!("Change {a} {singular}"))
@@ -246,16 +249,19 @@ pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
                 .write()
                 .errors(&[InvalidField, EntityAlreadyExists, NotFound]),
         )
-        .delete(
-            &item,
-            delete::<R>,
-            Op::admin(format!("delete{one}"), format!("Delete {a} {singular}"))
-                .tag(table)
-                .path_param("id", &id_doc)
-                .done()
-                .write()
-                .errors(&[NotFound, CanNotDeleteReferencedEntity]),
-        )
+    } else {
+        routes
+    };
+    routes.delete(
+        &item,
+        delete::<R>,
+        Op::admin(format!("delete{one}"), format!("Delete {a} {singular}"))
+            .tag(table)
+            .path_param("id", &id_doc)
+            .done()
+            .write()
+            .errors(&[NotFound, CanNotDeleteReferencedEntity]),
+    )
 }
 
 /// Every kind the management API serves, in the order the routes are added.

@@ -4,7 +4,11 @@
 //! [`Routes::finish`] adds `GET /openapi.json`, which serves that document.
 //!
 //! Adding a route: one call in the route table (`app::routes`), e.g.
-//! `.post(path, handler, Op::admin("createThing", "Create a thing").body(..).created(..))`.
+//! `.post(path, handler, Op::admin("createThing", "Create a thing").body(..).created(..))`,
+//! with `Model::of::<T>()` for a body type that implements `weft_api::Described`. A new
+//! entity kind is one more `resources::routes::<R>` in `resources::all`. A route that
+//! answers without a credential (`Op::public`) must also be on the allow-list of the
+//! tests (`app::tests::PUBLIC`, `weft-cli/tests/openapi.rs`).
 
 use std::sync::{Arc, OnceLock};
 
