@@ -17,7 +17,8 @@ pub enum ErrorCode {
     ServerTooManyRequests,
     /// The token is unknown, malformed, expired or revoked.
     InvalidAuth,
-    /// No token was presented.
+    /// No credential was presented (session token; or join token, cluster client
+    /// certificate where those are the credential).
     Unauthorized,
     /// The token is valid but the identity may not do this.
     Forbidden,

@@ -3,13 +3,17 @@
 //!
 //! This crate does no IO and has no async code, so it can be used by the controller, the
 //! SDK and tests alike. HTTP status codes live here as plain `u16`s so that the mapping
-//! from a code to a status is written down exactly once ([`ErrorCode::status`]).
+//! from a code to a status is written down exactly once ([`ErrorCode::status`]). The
+//! field lists of [`describe`] let the controller document every body without this
+//! crate knowing about OpenAPI.
 #![forbid(unsafe_code)]
 
+pub mod describe;
 pub mod envelope;
 pub mod error;
 pub mod models;
 
+pub use describe::Described;
 pub use envelope::{Envelope, ErrorBody, ErrorEnvelope, Meta, Pagination};
 pub use error::ErrorCode;
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{same_text, Described, Field, HasShape, Shape};
+
 /// Free-form tags on an entity.
 pub type Tags = BTreeMap<String, serde_json::Value>;
 
@@ -21,20 +23,22 @@ pub struct Service {
 }
 
 /// Declares an entity's `POST` body (unknown fields refused, defaults filled in) and its
-/// `PATCH` body (the same fields, all optional). Both serialize in camelCase, as stored.
+/// `PATCH` body (the same fields, all optional). Both serialize in camelCase, as stored,
+/// and both list their fields for the API document ([`Described`]). A field whose
+/// default is `"required_text"` must be given (validation refuses its empty default).
 macro_rules! entity_bodies {
     (
-        $(#[$cdoc:meta])* $create:ident, $(#[$pdoc:meta])* $patch:ident {
-            $( $(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?
+        $(#[doc = $cdoc:literal])* $create:ident, $(#[doc = $pdoc:literal])* $patch:ident {
+            $( $(#[doc = $fdoc:literal])* $field:ident : $ty:ty = $default:literal ),* $(,)?
         }
     ) => {
-        $(#[$cdoc])*
+        $(#[doc = $cdoc])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $create {
             pub name: String,
             $(
-                $(#[$fdoc])*
+                $(#[doc = $fdoc])*
                 #[serde(default = $default)]
                 pub $field: $ty,
             )*
@@ -42,7 +46,7 @@ macro_rules! entity_bodies {
             pub tags: Tags,
         }
 
-        $(#[$pdoc])*
+        $(#[doc = $pdoc])*
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $patch {
@@ -54,6 +58,54 @@ macro_rules! entity_bodies {
             )*
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub tags: Option<Tags>,
+        }
+
+        impl Described for $create {
+            const NAME: &'static str = stringify!($create);
+            const DOC: &'static str = concat!($($cdoc, "\n"),*);
+            const CLOSED: bool = true;
+            const FIELDS: &'static [Field] = &[
+                Field::new("name", Shape::Text).required().doc(NAME_DOC),
+                $({
+                    let f = Field::new(stringify!($field), <$ty as HasShape>::SHAPE)
+                        .doc(concat!($($fdoc),*));
+                    if same_text($default, "required_text") { f.required() } else { f }
+                },)*
+                Field::new("tags", Shape::Map).doc(TAGS_DOC),
+            ];
+        }
+
+        impl Described for $patch {
+            const NAME: &'static str = stringify!($patch);
+            const DOC: &'static str = concat!($($pdoc, "\n"),*);
+            const CLOSED: bool = true;
+            const FIELDS: &'static [Field] = &[
+                Field::new("name", Shape::Text).doc(NAME_DOC),
+                $(Field::new(stringify!($field), <$ty as HasShape>::SHAPE)
+                    .doc(concat!($($fdoc),*)),)*
+                Field::new("tags", Shape::Map).doc(TAGS_DOC),
+            ];
+        }
+    };
+}
+
+/// What `name` means on every entity.
+const NAME_DOC: &str = "Unique in its collection, 1-255 characters.";
+/// What `tags` means on every entity.
+const TAGS_DOC: &str = "Free-form tags.";
+
+/// Declares a string enum of the wire (serialized by variant name) whose shape lists
+/// its variants.
+macro_rules! wire_enum {
+    ($(#[doc = $doc:literal])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl HasShape for $name {
+            const SHAPE: Shape = Shape::OneOf(&[$(stringify!($variant)),+]);
         }
     };
 }
@@ -99,6 +151,10 @@ pub struct IdentityEnrollment {
     pub ott: bool,
 }
 
+impl crate::describe::HasShape for IdentityEnrollment {
+    const SHAPE: crate::describe::Shape = crate::describe::Shape::Json;
+}
+
 entity_bodies! {
     /// `POST /edge/management/v1/services`.
     ServiceCreate,
@@ -114,13 +170,9 @@ entity_bodies! {
     }
 }
 
-/// What kind of party an identity is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdentityType {
-    User,
-    Device,
-    Service,
-    Router,
+wire_enum! {
+    /// What kind of party an identity is.
+    IdentityType { User, Device, Service, Router }
 }
 
 entity_bodies! {
@@ -172,18 +224,14 @@ entity_bodies! {
     }
 }
 
-/// How a policy combines its role attributes: match all of them, or any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Semantic {
-    AllOf,
-    AnyOf,
+wire_enum! {
+    /// How a policy combines its role attributes: match all of them, or any.
+    Semantic { AllOf, AnyOf }
 }
 
-/// What a service policy grants: dialing the service, or binding (hosting) it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PolicyType {
-    Dial,
-    Bind,
+wire_enum! {
+    /// What a service policy grants: dialing the service, or binding (hosting) it.
+    PolicyType { Dial, Bind }
 }
 
 entity_bodies! {

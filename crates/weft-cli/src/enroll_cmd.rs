@@ -2,9 +2,10 @@
 //! certificate and writes the identity file (key, certificate, CA, controller URLs).
 //!
 //! Nothing is trusted before the cluster is authenticated: the JWT is read without
-//! checking it (we hold no cluster key yet), the CA is downloaded over an unverified
-//! connection and accepted only if its SHA-256 matches the JWT's `caFp`; the token is then
-//! sent only over TLS verified against that CA. The private key never leaves this machine.
+//! checking it (we hold no cluster key yet), and the token is sent only over a TLS
+//! connection whose server chain holds a CA with the JWT's fingerprint (`caFp`) that
+//! issued the server's certificate for its host name. The CA in the answer must have that
+//! fingerprint too. The private key never leaves this machine.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -99,22 +100,7 @@ async fn enroll_at(
     jwt: &str,
     csr: &str,
 ) -> anyhow::Result<Outcome> {
-    let insecure = tls::insecure_http_client(TIMEOUT)?;
-    let ca = insecure
-        .get(format!("{url}/.well-known/est/cacerts"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let fp = pki::ca_fingerprint(&ca).context("the controller's CA is not a certificate")?;
-    if fp != claims.ca_fp {
-        bail!(
-            "the controller's CA has fingerprint {fp}, the token expects {}: not the cluster that issued the token (or an interception)",
-            claims.ca_fp
-        );
-    }
-    let http = tls::http_client(&ca, None, TIMEOUT)?;
+    let http = tls::pinned_http_client(&claims.ca_fp, TIMEOUT)?;
     let resp = http
         .post(format!(
             "{url}/edge/client/v1/enroll?method={}&token={jwt}",
@@ -127,13 +113,17 @@ async fn enroll_at(
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
-        let cert = v["data"]["cert"]
-            .as_str()
-            .context("no certificate in the answer")?;
-        return Ok(Outcome::Enrolled {
-            cert: cert.to_owned(),
-            ca,
-        });
+        let text = |k: &str| -> anyhow::Result<String> {
+            Ok(v["data"][k]
+                .as_str()
+                .with_context(|| format!("no {k} in the answer"))?
+                .to_owned())
+        };
+        let (cert, ca) = (text("cert")?, text("ca")?);
+        if pki::ca_fingerprint(&ca).ok().as_deref() != Some(claims.ca_fp.as_str()) {
+            bail!("the CA in the answer does not have the token's fingerprint");
+        }
+        return Ok(Outcome::Enrolled { cert, ca });
     }
     let e = &v["error"];
     let err = anyhow::anyhow!(

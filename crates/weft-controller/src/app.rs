@@ -1,15 +1,25 @@
-//! The controller's HTTP application: shared state and the route table.
+//! The controller's HTTP application: shared state and the route table, where every route
+//! is added together with its OpenAPI documentation ([`crate::routes`]).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use weft_api::describe::{Field, Shape};
+use weft_api::models::{
+    AddMember, ApiSession, ClusterMember, EnrollRequest, EnrollResult, Health, JoinToken,
+    LeaderInOffice, PasswordLogin, RemoveMember, TransferLeadership, Version,
+};
 use weft_api::ErrorCode;
 use weft_cluster::Node;
 
 use crate::error::ApiError;
+use crate::openapi::schemas::{self, entity_model};
+use crate::openapi::{Model, Op};
+use crate::resources::Resource;
+use crate::routes::Routes;
 use crate::tokens::NodeSigner;
 use crate::{
     client_api, cluster_api, enroll, http, peer_api, policy_api, resources, session, status,
@@ -49,84 +59,378 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// The whole route table.
-pub fn router(state: Shared) -> Router {
+/// The route table: every route with its documentation (see [`Routes`]). A new route is
+/// one more call here (or in [`resources::all`] for a new entity kind).
+pub fn routes() -> Routes {
+    use ErrorCode::*;
     let mgmt = "/edge/management/v1";
     let client = "/edge/client/v1";
     let cluster = "/fabric/v1/cluster";
-    let router = resources::all(Router::new(), mgmt);
-    router
-        .route(
+    let identity_id = "The identity's id.";
+    let with_permissions = entity_model(
+        "ServiceWithPermissions",
+        "A service with what the caller (or the identity) may do with it.",
+        resources::Services::SHOWN,
+        &[schemas::PERMISSIONS],
+    );
+    let authenticate = |id: &str| {
+        Op::public(id, "Log in")
+            .tag("authentication")
+            .describe(
+                "Returns a session token, accepted by every controller as `zt-session: TOKEN` \
+                 or `Authorization: Bearer TOKEN`.",
+            )
+            .describe(
+                "`method=password`: the body names the user. `method=cert`: no body; the TLS \
+                 client certificate an identity got by enrolling is the credential.",
+            )
+            .query(
+                "method",
+                true,
+                "How to authenticate.",
+                &["password", "cert"],
+            )
+            .optional_body(Model::of::<PasswordLogin>())
+            .ok(Model::of::<ApiSession>())
+            .errors(&[InvalidField, InvalidAuth])
+    };
+    resources::all(Routes::new(), mgmt)
+        .get(
             &format!("{mgmt}/identities/{{id}}/services"),
-            get(policy_api::services),
+            policy_api::services,
+            Op::admin("listIdentityServices", "Services an identity may use")
+                .tag("identities")
+                .describe("Each with `permissions` (`Bind`, `Dial`), by name.")
+                .path_param("id", identity_id)
+                .paged()
+                .list(with_permissions.clone())
+                .errors(&[NotFound]),
         )
-        .route(
+        .get(
             &format!("{mgmt}/identities/{{id}}/edge-routers"),
-            get(policy_api::edge_routers),
+            policy_api::edge_routers,
+            Op::admin(
+                "listIdentityEdgeRouters",
+                "Edge routers an identity may use",
+            )
+            .tag("identities")
+            .path_param("id", identity_id)
+            .paged()
+            .list(resources::record_model::<resources::EdgeRouters>())
+            .errors(&[NotFound]),
         )
-        .route(
+        .get(
             &format!("{mgmt}/identities/{{id}}/policy-advice/{{service_id}}"),
-            get(policy_api::advice),
+            policy_api::advice,
+            Op::admin(
+                "getPolicyAdvice",
+                "Why an identity can or cannot use a service",
+            )
+            .tag("identities")
+            .path_param("id", identity_id)
+            .path_param("service_id", "The service's id.")
+            .read()
+            .ok(Model::named(
+                "PolicyAdvice",
+                schemas::object("", schemas::POLICY_ADVICE, false),
+            ))
+            .errors(&[NotFound]),
         )
-        .route(
-            &format!("{client}/current-identity"),
-            get(client_api::current_identity),
+        .get(
+            &format!("{mgmt}/api-sessions"),
+            session::list,
+            Op::admin("listApiSessions", "List sessions that have not expired")
+                .tag("api-sessions")
+                .describe("Oldest first. A session is listed a moment after its login.")
+                .paged()
+                .filtered()
+                .list(api_session_record()),
         )
-        .route(&format!("{client}/services"), get(client_api::services))
-        .route(
-            &format!("{client}/controllers"),
-            get(client_api::controllers),
-        )
-        .route(&format!("{mgmt}/api-sessions"), get(session::list))
-        .route(
+        .get(
             &format!("{mgmt}/api-sessions/{{id}}"),
-            get(session::get_one).delete(session::delete),
+            session::get_one,
+            Op::admin("getApiSession", "Show a session")
+                .tag("api-sessions")
+                .path_param("id", "The session's id.")
+                .read()
+                .ok(api_session_record())
+                .errors(&[NotFound]),
         )
-        .route(&format!("{client}/enroll"), post(enroll::enroll))
-        .route("/.well-known/est/cacerts", get(enroll::ca_certs))
-        .route("/version", get(status::version))
-        .route("/health-checks", get(status::health))
-        .route("/metrics", get(status::metrics))
-        .route(
+        .delete(
+            &format!("{mgmt}/api-sessions/{{id}}"),
+            session::delete,
+            Op::admin("deleteApiSession", "Revoke a session everywhere")
+                .tag("api-sessions")
+                .path_param("id", "The session's id.")
+                .done()
+                .write()
+                .errors(&[NotFound]),
+        )
+        .post(
+            &format!("{mgmt}/authenticate"),
+            session::authenticate,
+            authenticate("authenticateManagement"),
+        )
+        .post(
             &format!("{client}/authenticate"),
-            post(session::authenticate),
+            session::authenticate,
+            authenticate("authenticate"),
         )
-        .route(&format!("{mgmt}/authenticate"), post(session::authenticate))
-        .route(
+        .post(
+            &format!("{client}/enroll"),
+            enroll::enroll,
+            Op::public("enroll", "Trade an enrollment token for a certificate")
+                .tag("enrollment")
+                .describe(
+                    "The body is the CSR (bare PEM, or `{\"csr\": PEM}`). The cluster CA signs \
+                     it for the token's identity (`ott`) or edge router (`erott`) and the token \
+                     is spent: a second use is 410.",
+                )
+                .query("method", true, "The token's method.", &["ott", "erott"])
+                .query("token", true, "The enrollment JWT.", &[])
+                .body(Model::of::<EnrollRequest>())
+                .ok(Model::of::<EnrollResult>())
+                .write()
+                .errors(&[
+                    InvalidField,
+                    InvalidEnrollmentToken,
+                    EnrollmentExpired,
+                    InvalidEnrollmentAlreadyEnrolled,
+                    CouldNotProcessCsr,
+                ]),
+        )
+        .get(
+            &format!("{client}/current-identity"),
+            client_api::current_identity,
+            Op::session("getCurrentIdentity", "The caller's identity")
+                .tag("current-identity")
+                .ok(current_identity()),
+        )
+        .get(
+            &format!("{client}/services"),
+            client_api::services,
+            Op::session("listCurrentIdentityServices", "Services the caller may use")
+                .tag("current-identity")
+                .describe("Each with `permissions` (`Bind`, `Dial`), by name.")
+                .paged()
+                .list(with_permissions),
+        )
+        .get(
+            &format!("{client}/controllers"),
+            client_api::controllers,
+            Op::session("listControllers", "Every controller (for client failover)")
+                .tag("current-identity")
+                .ok(Model::named(
+                    "ControllerRef",
+                    schemas::object(
+                        "A controller's API address.",
+                        schemas::CONTROLLER_REF,
+                        false,
+                    ),
+                )
+                .array()),
+        )
+        .get(
             &format!("{client}/current-api-session"),
-            get(session::current).delete(session::logout),
+            session::current,
+            Op::session("getCurrentApiSession", "The caller's session")
+                .tag("authentication")
+                .ok(Model::of::<ApiSession>()),
         )
-        .route(
+        .delete(
+            &format!("{client}/current-api-session"),
+            session::logout,
+            Op::session("logout", "Log out: revoke the caller's session everywhere")
+                .tag("authentication")
+                .done()
+                .write(),
+        )
+        .post(
             &format!("{client}/current-api-session/refresh"),
-            post(session::refresh),
+            session::refresh,
+            Op::session(
+                "refreshApiSession",
+                "A new token for the session, with a new expiry",
+            )
+            .tag("authentication")
+            .ok(Model::of::<ApiSession>()),
         )
-        .route(
+        .get(
+            "/version",
+            status::version,
+            Op::public("getVersion", "Version and API base paths")
+                .tag("status")
+                .ok(Model::of::<Version>()),
+        )
+        .get(
+            "/health-checks",
+            status::health,
+            Op::public("getHealth", "This controller's raft state")
+                .tag("status")
+                .ok(Model::of::<Health>()),
+        )
+        .get(
+            "/metrics",
+            status::metrics,
+            Op::admin("getMetrics", "Prometheus metrics")
+                .tag("status")
+                .raw(
+                    "text/plain",
+                    "Prometheus text format (version 0.0.4).",
+                    Model::inline(ObjectBuilder::new().schema_type(Type::String)),
+                ),
+        )
+        .get(
             &format!("{cluster}/list-members"),
-            get(cluster_api::list_members),
+            cluster_api::list_members,
+            Op::admin("listClusterMembers", "The cluster's members")
+                .tag("cluster")
+                .ok(Model::of::<ClusterMember>().array()),
         )
-        .route(
+        .post(
             &format!("{cluster}/add-member"),
-            post(cluster_api::add_member),
+            cluster_api::add_member,
+            Op::admin(
+                "addClusterMember",
+                "Add a controller waiting with a join token",
+            )
+            .tag("cluster")
+            .body(Model::of::<AddMember>())
+            .ok(Model::named(
+                "MemberId",
+                schemas::object("", &[Field::new("id", Shape::Text).required()], false),
+            ))
+            .write()
+            .errors(&[InvalidField, InvalidMembershipChange]),
         )
-        .route(
+        .post(
             &format!("{cluster}/remove-member"),
-            post(cluster_api::remove_member),
+            cluster_api::remove_member,
+            Op::admin("removeClusterMember", "Remove a member")
+                .tag("cluster")
+                .body(Model::of::<RemoveMember>())
+                .done()
+                .write()
+                .errors(&[InvalidField, InvalidMembershipChange]),
         )
-        .route(
+        .post(
             &format!("{cluster}/transfer-leadership"),
-            post(cluster_api::transfer_leadership),
+            cluster_api::transfer_leadership,
+            Op::admin("transferLeadership", "Hand leadership to another voter")
+                .tag("cluster")
+                .describe("Returns once the new leader is in office.")
+                .optional_body(Model::of::<TransferLeadership>())
+                .ok(Model::of::<LeaderInOffice>())
+                .write()
+                .errors(&[InvalidField, InvalidMembershipChange]),
         )
-        .route(
+        .post(
             &format!("{cluster}/join-token"),
-            post(cluster_api::join_token),
+            cluster_api::join_token,
+            Op::admin("createJoinToken", "A join token (valid 24 hours)")
+                .tag("cluster")
+                .ok(Model::of::<JoinToken>()),
         )
-        .route(&format!("{cluster}/ca"), get(cluster_api::ca))
-        .route(
+        .get(
+            &format!("{cluster}/ca"),
+            cluster_api::ca,
+            Op::admin("getClusterCa", "The cluster CA certificate")
+                .tag("cluster")
+                .describe(
+                    "What clients trust. A joining controller does not need this: it checks \
+                     the CA in the TLS handshake against its join token's fingerprint.",
+                )
+                .ok(Model::of::<cluster_api::CaCert>()),
+        )
+        .post(
             &format!("{cluster}/join/certificate"),
-            post(cluster_api::join_certificate),
+            cluster_api::join_certificate,
+            Op::join_token("joinCertificate", "A joining controller's certificate")
+                .tag("cluster")
+                .describe("Signs the joining controller's certificate request with the cluster CA.")
+                .body(Model::of::<cluster_api::JoinCertificateRequest>())
+                .ok(Model::of::<cluster_api::JoinCertificate>())
+                .errors(&[InvalidField, ControllerNotInQuorum]),
         )
-        .route(&format!("{cluster}/join"), post(cluster_api::join))
-        .route("/fabric/v1/peer/{rpc}", post(peer_api::rpc))
+        .post(
+            &format!("{cluster}/join"),
+            cluster_api::join,
+            Op::join_token("joinCluster", "Add the joining controller to the cluster")
+                .tag("cluster")
+                .describe(
+                    "Registers its token-signing key, adds it as a learner and promotes it to \
+                     voter once it has caught up.",
+                )
+                .body(Model::of::<cluster_api::JoinRequest>())
+                .ok(Model::named(
+                    "JoinedNode",
+                    schemas::object("", &[Field::new("nodeId", Shape::Text).required()], false),
+                ))
+                .write()
+                .errors(&[InvalidField, InvalidMembershipChange]),
+        )
+        .post(
+            "/fabric/v1/peer/{rpc}",
+            peer_api::rpc,
+            Op::cluster_certificate("peerRpc", "A raft RPC between controllers")
+                .tag("cluster")
+                .path_param(
+                    "rpc",
+                    "append, vote, snapshot, transfer-leader, probe or a leader request.",
+                )
+                .body(Model::inline(
+                    ObjectBuilder::new().schema_type(SchemaType::AnyValue),
+                ))
+                .raw(
+                    "application/json",
+                    "The RPC's answer.",
+                    Model::inline(ObjectBuilder::new().schema_type(SchemaType::AnyValue)),
+                )
+                .errors(&[NotFound]),
+        )
+}
+
+/// An identity record, whose timestamps the bootstrap administrator (an admin `User`, not
+/// an identity entity) does not have.
+fn current_identity() -> Model {
+    let mut fields = vec![Field::new("id", Shape::Text).required()];
+    // Not `enrollment`: a pending enrollment token is for the admin to hand out.
+    fields.extend(
+        resources::Identities::SHOWN
+            .iter()
+            .filter(|f| f.name != "enrollment")
+            .map(|f| f.required()),
+    );
+    fields.push(Field::new("createdAt", Shape::Text));
+    fields.push(Field::new("updatedAt", Shape::Text));
+    Model::named(
+        "CurrentIdentity",
+        schemas::object(
+            "The caller's identity (for the bootstrap administrator: an admin `User` without \
+             timestamps).",
+            &fields,
+            false,
+        ),
+    )
+}
+
+fn api_session_record() -> Model {
+    Model::named(
+        "ApiSessionRecord",
+        schemas::object(
+            "A session as recorded after its login.",
+            schemas::API_SESSION_RECORD,
+            false,
+        ),
+    )
+}
+
+/// The controller's router: [`routes`] (and `GET /openapi.json`), the answers to unknown
+/// routes and methods, and the request-id middleware.
+pub fn router(state: Shared) -> Router {
+    routes()
+        .finish()
+        .router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -136,4 +440,261 @@ pub fn router(state: Shared) -> Router {
         })
         .layer(axum::middleware::from_fn(http::request_id))
         .with_state(state)
+}
+
+/// The API document (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().finish().document
+}
+
+#[cfg(test)]
+mod tests {
+    //! The route table against its document: the same operations both ways, only the
+    //! allow-list public, every answer and credential documented, every `$ref` resolved.
+
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+    use weft_api::describe::check_described;
+
+    use super::*;
+
+    /// The only operations that answer without a credential (`enroll` takes an
+    /// enrollment token in its query; `authenticate` is how a credential is obtained).
+    const PUBLIC: [(&str, &str); 5] = [
+        ("POST", "/edge/client/v1/authenticate"),
+        ("POST", "/edge/management/v1/authenticate"),
+        ("POST", "/edge/client/v1/enroll"),
+        ("GET", "/version"),
+        ("GET", "/health-checks"),
+    ];
+
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+    fn document() -> Value {
+        serde_json::to_value(openapi()).expect("the document serializes")
+    }
+
+    /// Every operation: (METHOD, path, operation).
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for m in METHODS {
+                if let Some(op) = item.get(m) {
+                    out.push((m.to_uppercase(), path.clone(), op.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The error codes an operation documents for `status` (through its shared response).
+    fn codes(doc: &Value, op: &Value, status: u16) -> Vec<String> {
+        let Some(r) = op["responses"].get(status.to_string()) else {
+            return Vec::new();
+        };
+        let name = r["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/responses/"))
+            .unwrap_or_else(|| panic!("error responses are shared: {r}"));
+        let schema = &doc["components"]["responses"][name]["content"]["application/json"]["schema"];
+        schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("codes")
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_document_has_exactly_the_routes_of_the_router() {
+        let finished = routes().finish();
+        let added: Vec<(String, String)> = finished
+            .added
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.clone()))
+            .collect();
+        let added_set: BTreeSet<_> = added.iter().cloned().collect();
+        assert_eq!(added.len(), added_set.len(), "a route was added twice");
+        let doc = serde_json::to_value(&finished.document).unwrap();
+        let documented: BTreeSet<(String, String)> = operations(&doc)
+            .into_iter()
+            .map(|(m, p, _)| (m, p))
+            .collect();
+        let undocumented: Vec<_> = added_set.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&added_set).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes not in the document: {undocumented:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "operations without a route: {unrouted:?}"
+        );
+        assert!(added_set.contains(&("GET".into(), "/openapi.json".into())));
+    }
+
+    #[test]
+    fn only_the_allow_list_is_public_and_the_admin_apis_need_an_admin() {
+        let doc = document();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut public = BTreeSet::new();
+        for (method, path, op) in operations(&doc) {
+            let auth = op["x-weft-auth"].as_str().unwrap_or_default();
+            let security = op["security"].as_array().expect("explicit security");
+            let here = format!("{method} {path}");
+            if auth == "public" {
+                public.insert((method.clone(), path.clone()));
+                assert!(security.is_empty(), "{here}: public but has security");
+            } else {
+                assert!(!security.is_empty(), "{here}: no security");
+            }
+            let schemes: BTreeSet<String> = security
+                .iter()
+                .flat_map(|r| r.as_object().unwrap().keys().cloned())
+                .collect();
+            let roles: BTreeSet<String> = security
+                .iter()
+                .flat_map(|r| r.as_object().unwrap().values())
+                .flat_map(|v| v.as_array().unwrap().clone())
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            let expected = if PUBLIC.contains(&(method.as_str(), path.as_str())) {
+                "public"
+            } else if path == "/fabric/v1/cluster/join"
+                || path.starts_with("/fabric/v1/cluster/join/")
+            {
+                "join-token"
+            } else if path.starts_with("/fabric/v1/peer/") {
+                "cluster-certificate"
+            } else if path.starts_with("/edge/management/v1/")
+                || path.starts_with("/fabric/v1/cluster/")
+                || path == "/metrics"
+            {
+                "admin"
+            } else {
+                "session"
+            };
+            assert_eq!(auth, expected, "{here}");
+            match auth {
+                "admin" => {
+                    assert_eq!(schemes, ["bearer".into(), "zt-session".into()].into());
+                    assert_eq!(roles, ["admin".into()].into(), "{here}");
+                }
+                "session" => {
+                    assert_eq!(schemes, ["bearer".into(), "zt-session".into()].into());
+                    assert!(roles.is_empty(), "{here}");
+                }
+                "join-token" => assert_eq!(schemes, ["joinToken".into()].into()),
+                "cluster-certificate" => {
+                    assert_eq!(schemes, ["clusterCertificate".into()].into())
+                }
+                _ => {}
+            }
+        }
+        for (m, p) in PUBLIC {
+            assert!(
+                public.contains(&(m.into(), p.into())),
+                "{m} {p} is not public"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_documents_its_answers() {
+        let doc = document();
+        let mut ids = BTreeSet::new();
+        for (method, path, op) in operations(&doc) {
+            let here = format!("{method} {path}");
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "{here}: operationId {id} twice");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{here}: no success answer"
+            );
+            assert!(
+                codes(&doc, &op, 500).contains(&"UNHANDLED".into()),
+                "{here}"
+            );
+            let auth = op["x-weft-auth"].as_str().unwrap();
+            if auth != "public" {
+                assert!(
+                    codes(&doc, &op, 401).contains(&"UNAUTHORIZED".into()),
+                    "{here}: no 401 UNAUTHORIZED"
+                );
+            }
+            assert_eq!(
+                codes(&doc, &op, 403).contains(&"FORBIDDEN".into()),
+                auth == "admin",
+                "{here}: 403 FORBIDDEN exactly for admin operations"
+            );
+            if op.get("requestBody").is_some() {
+                assert!(codes(&doc, &op, 400).contains(&"COULD_NOT_PARSE_BODY".into()));
+                assert!(codes(&doc, &op, 413).contains(&"REQUEST_ENTITY_TOO_LARGE".into()));
+            }
+            // Each documented code under the status the API answers it with.
+            for (status, _) in responses {
+                let status: u16 = status.parse().unwrap();
+                if status < 400 {
+                    continue;
+                }
+                for code in codes(&doc, &op, status) {
+                    let c = ErrorCode::ALL
+                        .iter()
+                        .find(|c| c.as_str() == code)
+                        .expect("a known code");
+                    assert_eq!(c.status(), status, "{here}: {code}");
+                }
+            }
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path")
+                        .map(|p| p["name"].as_str().unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let in_path: BTreeSet<&str> = crate::openapi::path_params(&path).into_iter().collect();
+            assert_eq!(declared, in_path, "{here}: path parameters");
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk<'a>(v: &'a Value, refs: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        refs.push(r);
+                    }
+                    m.values().for_each(|v| walk(v, refs));
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, refs)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut refs = Vec::new();
+        walk(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r.strip_prefix('#').expect("a local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
+
+    #[test]
+    fn the_controllers_wire_types_match_their_field_lists() {
+        use cluster_api::{CaCert, JoinCertificate, JoinCertificateRequest, JoinRequest};
+        let checks = [
+            check_described::<CaCert>(),
+            check_described::<JoinCertificate>(),
+            check_described::<JoinCertificateRequest>(),
+            check_described::<JoinRequest>(),
+        ];
+        let failures: Vec<String> = checks.into_iter().filter_map(Result::err).collect();
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
 }

@@ -1,11 +1,15 @@
 //! `/fabric/v1/cluster/*`: membership operations (admin), join tokens, and the two calls
-//! a joining node makes with its join token (certificate, then membership).
+//! a joining node makes with its join token (certificate, then membership). The join
+//! token comes as `Authorization: Bearer` ([`JoinAuth`]), so that a call without one is
+//! refused (401) before its body is read, like any other call without its credential.
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use weft_api::describe::{Described, Field, Shape};
 use weft_api::models::{
     AddMember, ClusterMember, JoinToken, LeaderInOffice, RemoveMember, TransferLeadership,
 };
@@ -101,20 +105,37 @@ pub struct CaCert {
     pub ca_pem: String,
 }
 
-/// `GET /fabric/v1/cluster/ca`.
-pub async fn ca(State(state): State<Shared>) -> Response {
+impl Described for CaCert {
+    const NAME: &'static str = "CaCert";
+    const DOC: &'static str = "The cluster CA certificate.";
+    const CLOSED: bool = false;
+    const FIELDS: &'static [Field] = &[Field::new("caPem", Shape::Text).required()];
+}
+
+/// `GET /fabric/v1/cluster/ca` (admins; a joining node checks the CA in the TLS handshake
+/// against its join token instead).
+pub async fn ca(State(state): State<Shared>, _admin: Admin) -> Response {
     ok(CaCert {
         ca_pem: state.ca_pem.clone(),
     })
 }
 
-/// A joining node's certificate request.
+/// A joining node's certificate request (its join token comes as `Authorization: Bearer`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinCertificateRequest {
-    pub token: String,
     pub node_id: String,
     pub csr_pem: String,
+}
+
+impl Described for JoinCertificateRequest {
+    const NAME: &'static str = "JoinCertificateRequest";
+    const DOC: &'static str = "A joining controller's certificate request.";
+    const CLOSED: bool = true;
+    const FIELDS: &'static [Field] = &[
+        Field::new("nodeId", Shape::Text).required(),
+        Field::new("csrPem", Shape::Text).required(),
+    ];
 }
 
 /// The signed certificate for a joining node.
@@ -125,14 +146,57 @@ pub struct JoinCertificate {
     pub ca_pem: String,
 }
 
-/// A joining node asks to be added.
+impl Described for JoinCertificate {
+    const NAME: &'static str = "JoinCertificate";
+    const DOC: &'static str = "The joining controller's certificate and the cluster CA.";
+    const CLOSED: bool = false;
+    const FIELDS: &'static [Field] = &[
+        Field::new("certPem", Shape::Text).required(),
+        Field::new("caPem", Shape::Text).required(),
+    ];
+}
+
+/// A joining node asks to be added (its join token comes as `Authorization: Bearer`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinRequest {
-    pub token: String,
     pub node_id: String,
     pub address: String,
     pub public_key_hex: String,
+}
+
+impl Described for JoinRequest {
+    const NAME: &'static str = "JoinRequest";
+    const DOC: &'static str = "A joining controller asks to be added.";
+    const CLOSED: bool = true;
+    const FIELDS: &'static [Field] = &[
+        Field::new("nodeId", Shape::Text).required(),
+        Field::new("address", Shape::Text)
+            .required()
+            .doc("Its https:// API URL."),
+        Field::new("publicKeyHex", Shape::Text)
+            .required()
+            .doc("Its token-signing key (Ed25519, 64 hex characters)."),
+    ];
+}
+
+/// A valid join token of this cluster, presented as `Authorization: Bearer` (401
+/// `UNAUTHORIZED` without one, `INVALID_JOIN_TOKEN` for a bad one).
+pub struct JoinAuth;
+
+impl FromRequestParts<Shared> for JoinAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let Some(token) = crate::auth::token_of(parts).filter(|t| !t.is_empty()) else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "no join token was presented",
+            ));
+        };
+        check_join_token(state, &token).await?;
+        Ok(JoinAuth)
+    }
 }
 
 async fn check_join_token(state: &Shared, token: &str) -> Result<(), ApiError> {
@@ -181,9 +245,9 @@ pub(crate) fn cluster_ca(state: &Shared) -> Result<CaMaterial, ApiError> {
 /// `POST /fabric/v1/cluster/join/certificate`.
 pub async fn join_certificate(
     State(state): State<Shared>,
+    _token: JoinAuth,
     JsonBody(req): JsonBody<JoinCertificateRequest>,
 ) -> Result<Response, ApiError> {
-    check_join_token(&state, &req.token).await?;
     let id = parse_node_id("nodeId", &req.node_id)?;
     let ca = cluster_ca(&state)?;
     let cert_pem = pki::sign_csr(&ca, &req.csr_pem, id)
@@ -198,9 +262,9 @@ pub async fn join_certificate(
 /// and promotes it to voter once it has caught up.
 pub async fn join(
     State(state): State<Shared>,
+    _token: JoinAuth,
     JsonBody(req): JsonBody<JoinRequest>,
 ) -> Result<Response, ApiError> {
-    check_join_token(&state, &req.token).await?;
     let id = parse_node_id("nodeId", &req.node_id)?;
     validate_url("address", &req.address)?;
     if req.public_key_hex.len() != 64 || !req.public_key_hex.bytes().all(|b| b.is_ascii_hexdigit())

@@ -6,10 +6,11 @@
 //!    `"enrollment": {"ott": true}`, or any edge router). This controller draws a random
 //!    token and signs a JWT naming the target, every controller's URL and the cluster CA's
 //!    fingerprint (`caFp`); both are stored in the replicated enrollment record.
-//! 2. The enrolling client reads the JWT without trusting it, downloads the CA from
-//!    `GET /.well-known/est/cacerts` and accepts it only if its fingerprint is `caFp`; from
-//!    then on it verifies TLS against that CA. It makes a key pair and sends a CSR with the
-//!    JWT to `POST /edge/client/v1/enroll?method=ott` (`erott` for routers).
+//! 2. The enrolling client reads the JWT without trusting it and connects to a controller
+//!    it names, accepting the TLS server only if the chain it sends holds a CA whose
+//!    fingerprint is `caFp` (controllers send the CA after their own certificate). It makes
+//!    a key pair and sends a CSR with the JWT to `POST /edge/client/v1/enroll?method=ott`
+//!    (`erott` for routers); the answer carries the CA it will trust from then on.
 //! 3. The controller verifies the JWT's signature (any member's key), finds the open
 //!    enrollment, signs the CSR with the cluster CA (the CA decides the subject) and
 //!    proposes [`Command::Enroll`]; apply consumes the token (a second use is 410) and
@@ -17,7 +18,7 @@
 //! 4. The identity logs in with `POST /edge/client/v1/authenticate?method=cert` over mTLS.
 
 use axum::extract::{RawQuery, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value};
 use weft_api::{models, ErrorCode};
 use weft_model::enrollment::{self, Enroll};
@@ -30,6 +31,7 @@ use crate::http::{ok, parse_json, query_param, RawBody};
 use crate::pki;
 use crate::resources::{CreateContext, Prepared, Resource};
 use crate::tokens::{self, EnrollmentClaims, TokenError};
+use weft_api::describe::{Field, Shape};
 
 /// How long an enrollment stays open unless the admin says otherwise (OpenZiti: 24 h).
 pub const DEFAULT_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -117,60 +119,86 @@ impl Resource for Enrollments {
     const KIND: EntityKind = EntityKind::Enrollment;
     type Create = models::EnrollmentCreate;
     type Patch = models::EnrollmentPatch;
+    const SHOWN: &'static [Field] = &[
+        Field::new("name", Shape::Text)
+            .doc("`<method>:<target id>` while open, `used:<token>` after use."),
+        Field::new("method", Shape::OneOf(&["ott", "erott"])),
+        Field::new("identityId", Shape::Text)
+            .nullable()
+            .doc("The identity (`ott`)."),
+        Field::new("edgeRouterId", Shape::Text)
+            .nullable()
+            .doc("The edge router (`erott`)."),
+        Field::new("token", Shape::Text).doc("The one-time token (the JWT's `jti`)."),
+        Field::new("jwt", Shape::Text).doc("The enrollment token to hand to the enrolling party."),
+        Field::new("expiresAt", Shape::Text).doc("RFC 3339."),
+        Field::new("expiresAtMs", Shape::Integer),
+        Field::new("completedAt", Shape::Text)
+            .nullable()
+            .doc("When it was used (RFC 3339); null while open."),
+        Field::new("certFingerprint", Shape::Text)
+            .nullable()
+            .doc("SHA-256 of the certificate it was used for."),
+        Field::new("tags", Shape::Map),
+    ];
 
-    fn prepare_create(ctx: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
-        let (method, target) = match (body.method.as_str(), body.identity_id, body.edge_router_id) {
-            ("ott", Some(id), None) => ("ott", id),
-            ("erott", None, Some(id)) => ("erott", id),
-            ("ott", _, _) => {
-                return Err(ApiError::field(
-                    "identityId",
-                    "ott enrolls an identity: give identityId (and no edgeRouterId)",
-                ))
-            }
-            ("erott", _, _) => {
-                return Err(ApiError::field(
-                    "edgeRouterId",
-                    "erott enrolls an edge router: give edgeRouterId (and no identityId)",
-                ))
-            }
-            (other, _, _) => {
-                return Err(ApiError::field(
-                    "method",
-                    format!("{other:?} is not supported; use ott or erott"),
-                ))
-            }
-        };
-        let expires = body
-            .expires_at
-            .as_deref()
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map(|t| t.timestamp_millis())
-                    .map_err(|e| ApiError::field("expiresAt", format!("not RFC 3339: {e}")))
-            })
-            .transpose()?;
-        let mut fields = enrollment_fields(ctx, method, &target, expires)?;
+    fn prepare_create(body: Self::Create) -> Result<Prepared, ApiError> {
+        let (method, field, target) =
+            match (body.method.as_str(), body.identity_id, body.edge_router_id) {
+                ("ott", Some(id), None) => ("ott", "identityId", id),
+                ("erott", None, Some(id)) => ("erott", "edgeRouterId", id),
+                ("ott", _, _) => {
+                    return Err(ApiError::field(
+                        "identityId",
+                        "ott enrolls an identity: give identityId (and no edgeRouterId)",
+                    ))
+                }
+                ("erott", _, _) => {
+                    return Err(ApiError::field(
+                        "edgeRouterId",
+                        "erott enrolls an edge router: give edgeRouterId (and no identityId)",
+                    ))
+                }
+                (other, _, _) => {
+                    return Err(ApiError::field(
+                        "method",
+                        format!("{other:?} is not supported; use ott or erott"),
+                    ))
+                }
+            };
+        let mut fields = Map::new();
+        fields.insert("method".into(), Value::String(method.into()));
+        fields.insert(field.into(), Value::String(target));
+        if let Some(s) = body.expires_at.as_deref() {
+            let ms = chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| ApiError::field("expiresAt", format!("not RFC 3339: {e}")))?;
+            fields.insert("expiresAtMs".into(), Value::from(ms));
+        }
         fields.insert(
             "tags".into(),
             serde_json::to_value(body.tags).unwrap_or_default(),
         );
         Ok(Prepared {
             fields,
-            with: Vec::new(),
+            enroll: None,
         })
     }
-}
 
-/// `GET /.well-known/est/cacerts`: the cluster CA certificate (PEM). Public, like
-/// OpenZiti's: an enrolling client needs it before it has any credential, and checks it
-/// against the fingerprint in its JWT rather than trusting this answer.
-pub async fn ca_certs(State(state): State<Shared>) -> Response {
-    (
-        [("content-type", "application/x-pem-file")],
-        state.ca_pem.clone(),
-    )
-        .into_response()
+    /// Draws the token and signs the JWT (this controller's key, every member's URL).
+    fn finish(ctx: &CreateContext, fields: &mut Map<String, Value>) -> Result<(), ApiError> {
+        let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+        let method = text("method").unwrap_or_default();
+        let (field, _) = enrollment::target_of(&method);
+        let target = text(field).unwrap_or_default();
+        let expires = fields.get("expiresAtMs").and_then(Value::as_i64);
+        let mut made = enrollment_fields(ctx, &method, &target, expires)?;
+        if let Some(tags) = fields.remove("tags") {
+            made.insert("tags".into(), tags);
+        }
+        *fields = made;
+        Ok(())
+    }
 }
 
 /// `POST /edge/client/v1/enroll?method=ott|erott&token=JWT`, body the CSR (bare PEM, or

@@ -24,7 +24,7 @@ pub async fn rpc(
 ) -> Result<Response, ApiError> {
     if !matches!(peer, Some(Extension(PeerNode(Some(_))))) {
         return Err(ApiError::new(
-            ErrorCode::Forbidden,
+            ErrorCode::Unauthorized,
             "peer endpoints need a cluster client certificate",
         ));
     }

@@ -215,11 +215,6 @@ pub fn sign_enrollment_csr(
     Ok((pem, fingerprint))
 }
 
-/// Lowercase hex SHA-256 of a certificate's DER (as presented in a TLS handshake).
-pub fn der_fingerprint(der: &[u8]) -> String {
-    hex_lower(&Sha256::digest(der))
-}
-
 /// Generates a key, a CSR for `hosts` and signs it: returns `(cert_pem, key_pem)`.
 pub fn issue_node_cert(
     ca: &CaMaterial,
@@ -236,7 +231,12 @@ pub fn issue_node_cert(
 pub fn ca_fingerprint(cert_pem: &str) -> Result<String, PkiError> {
     let der = first_cert_der(cert_pem)?;
     x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::X509(e.to_string()))?;
-    Ok(hex_lower(&Sha256::digest(&der)))
+    Ok(der_fingerprint(&der))
+}
+
+/// Lowercase hex SHA-256 of a certificate's DER (what [`ca_fingerprint`] computes).
+pub fn der_fingerprint(der: &[u8]) -> String {
+    hex_lower(&Sha256::digest(der))
 }
 
 /// Extracts the node id from a certificate whose subject has exactly one CN of the

@@ -49,11 +49,12 @@ pub async fn edge_routers(
 ) -> Result<Response, ApiError> {
     let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = found(&view, EntityKind::Identity, &id)?;
-    Ok(paged(
-        policy::edge_routers_for_identity(&view, &identity)?,
-        &q,
-        stale,
-    ))
+    let kind = EntityKind::EdgeRouter;
+    let routers = policy::edge_routers_for_identity(&view, &identity)?
+        .into_iter()
+        .map(|r| weft_model::enrollment::present(&view, kind, kind.public(r)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paged(routers, &q, stale))
 }
 
 /// `GET /identities/{id}/policy-advice/{serviceId}`.

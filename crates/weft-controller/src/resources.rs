@@ -1,7 +1,8 @@
 //! `/edge/management/v1/<collection>[/{id}]` for every replicated entity kind: list (paged,
-//! filtered, sorted), get, create, patch, delete, written once. A kind is served by
-//! declaring its [`Resource`] (its [`EntityKind`] and its create and patch bodies) and
-//! adding [`routes`] for it.
+//! filtered, sorted), get, create, patch, delete, written once, and documented once (their
+//! OpenAPI operations and schemas come from the kind and its bodies' field lists). A kind
+//! is served by declaring its [`Resource`] (its [`EntityKind`] and its create and patch
+//! bodies) and adding [`routes`] for it in [`all`].
 //!
 //! Validation runs before proposing (a bad request never reaches the log) and again in
 //! apply (so the log can never hold an invalid state, whatever a proposer does); both are
@@ -9,11 +10,10 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use weft_api::describe::{Described, Field, Shape};
 use weft_api::models;
 use weft_api::ErrorCode;
 use weft_model::entity::{self, EntityKind};
@@ -23,25 +23,40 @@ use crate::app::Shared;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::http::{created, mark_stale, ok, page, parse_read_query, JsonBody, ReadQuery};
+use crate::openapi::schemas::entity_model;
+use crate::openapi::{Model, Op};
+use crate::routes::Routes;
 
 /// One entity kind served under the management API.
 pub trait Resource: Send + Sync + 'static {
     /// The kind (its table names the collection).
     const KIND: EntityKind;
     /// The `POST` body: unknown fields refused, defaults filled in.
-    type Create: DeserializeOwned + Serialize + Send + 'static;
+    type Create: DeserializeOwned + Serialize + Described + Send + 'static;
     /// The `PATCH` body: every field optional, unknown fields refused.
-    type Patch: DeserializeOwned + Serialize + Send + 'static;
+    type Patch: DeserializeOwned + Serialize + Described + Send + 'static;
+    /// The fields of a record as the API shows it, besides `id`, `createdAt` and
+    /// `updatedAt` (for the API document). By default the create body's.
+    const SHOWN: &'static [Field] = <Self::Create as Described>::FIELDS;
+    /// Whether `PATCH /<collection>/{id}` is served (and documented).
+    const PATCHABLE: bool = true;
 
-    /// The stored fields a create body stands for, and any records created with it in the
-    /// same raft entry (an identity's enrollment, say). Runs on the blocking pool (it may
-    /// hash a password). By default the body's own fields, alone.
-    fn prepare_create(ctx: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
-        let _ = ctx;
+    /// The stored fields a create body stands for, and whether an enrollment is opened for
+    /// the new record in the same raft entry. A pure function of the body (so the
+    /// document's field lists can be checked against it); runs on the blocking pool (it may
+    /// hash a password). By default the body's own fields, no enrollment.
+    fn prepare_create(body: Self::Create) -> Result<Prepared, ApiError> {
         Ok(Prepared {
             fields: object_of(&body)?,
-            with: Vec::new(),
+            enroll: None,
         })
+    }
+
+    /// Completes the prepared fields with what only this controller can make (an
+    /// enrollment's token and signed JWT). By default nothing.
+    fn finish(ctx: &CreateContext, fields: &mut Map<String, Value>) -> Result<(), ApiError> {
+        let _ = (ctx, fields);
+        Ok(())
     }
 
     /// The stored fields a patch body changes. By default the body's own fields.
@@ -58,11 +73,11 @@ pub struct CreateContext {
     pub now_ms: i64,
 }
 
-/// What a create body stands for: the record's fields, and whole records (kind, record)
-/// to create with it, atomically, after it.
+/// What a create body stands for: the record's fields, and the method (`ott`, `erott`) of
+/// an enrollment to open for it, created atomically with it.
 pub struct Prepared {
     pub fields: Map<String, Value>,
-    pub with: Vec<(EntityKind, Value)>,
+    pub enroll: Option<&'static str>,
 }
 
 macro_rules! resource {
@@ -92,15 +107,14 @@ impl Resource for Identities {
     type Create = models::IdentityCreate;
     type Patch = models::IdentityPatch;
 
-    fn prepare_create(ctx: &CreateContext, mut body: Self::Create) -> Result<Prepared, ApiError> {
+    fn prepare_create(mut body: Self::Create) -> Result<Prepared, ApiError> {
         let enrollment = body.enrollment.take();
-        let mut with = Vec::new();
-        if enrollment.is_some_and(|e| e.ott) {
-            with.push(crate::enroll::new_enrollment(ctx, "ott", &ctx.id, None)?);
-        }
         let mut fields = object_of(&body)?;
         fields.remove("enrollment");
-        Ok(Prepared { fields, with })
+        Ok(Prepared {
+            fields,
+            enroll: enrollment.is_some_and(|e| e.ott).then_some("ott"),
+        })
     }
 
     fn prepare_patch(body: Self::Patch) -> Result<Map<String, Value>, ApiError> {
@@ -124,13 +138,28 @@ impl Resource for EdgeRouters {
     const KIND: EntityKind = EntityKind::EdgeRouter;
     type Create = models::EdgeRouterCreate;
     type Patch = models::EdgeRouterPatch;
+    const SHOWN: &'static [Field] = &[
+        Field::new("name", Shape::Text),
+        Field::new("roleAttributes", Shape::Texts),
+        Field::new("isTunnelerEnabled", Shape::Bool),
+        Field::new("tags", Shape::Map),
+        Field::new("isVerified", Shape::Bool).doc("Whether it has enrolled."),
+        Field::new("fingerprint", Shape::Text)
+            .nullable()
+            .doc("SHA-256 of its enrolled certificate (null until it enrolls)."),
+        Field::new("enrollmentJwt", Shape::Text)
+            .nullable()
+            .doc("Its open `erott` enrollment's token (null once enrolled)."),
+        Field::new("enrollmentToken", Shape::Text).nullable(),
+        Field::new("enrollmentExpiresAt", Shape::Text).nullable(),
+    ];
 
-    fn prepare_create(ctx: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
+    fn prepare_create(body: Self::Create) -> Result<Prepared, ApiError> {
         let mut fields = object_of(&body)?;
         fields.insert("isVerified".into(), Value::Bool(false));
         Ok(Prepared {
             fields,
-            with: vec![crate::enroll::new_enrollment(ctx, "erott", &ctx.id, None)?],
+            enroll: Some("erott"),
         })
     }
 }
@@ -161,8 +190,16 @@ impl Resource for Authenticators {
     const KIND: EntityKind = EntityKind::Authenticator;
     type Create = models::AuthenticatorCreate;
     type Patch = models::AuthenticatorPatch;
+    const SHOWN: &'static [Field] = &[
+        Field::new("name", Shape::Text).doc("The username."),
+        Field::new("method", Shape::OneOf(&["updb", "cert"])).doc(
+            "`cert` authenticators (made by enrollment) also have `certFingerprint` and `certPem`.",
+        ),
+        Field::new("identityId", Shape::Text),
+        Field::new("tags", Shape::Map),
+    ];
 
-    fn prepare_create(_: &CreateContext, body: Self::Create) -> Result<Prepared, ApiError> {
+    fn prepare_create(body: Self::Create) -> Result<Prepared, ApiError> {
         if body.method != "updb" {
             return Err(ApiError::field(
                 "method",
@@ -183,7 +220,7 @@ impl Resource for Authenticators {
         );
         Ok(Prepared {
             fields: m,
-            with: Vec::new(),
+            enroll: None,
         })
     }
 
@@ -222,29 +259,117 @@ resource!(
     models::ServiceEdgeRouterPolicyPatch
 );
 
-/// Adds the collection and item routes of `R` under `base` (the management API path).
-pub fn routes<R: Resource>(router: Router<Shared>, base: &str) -> Router<Shared> {
-    let collection = format!("{base}/{}", R::KIND.table());
-    router
-        .route(&collection, get(list::<R>).post(create::<R>))
-        .route(
-            &format!("{collection}/{{id}}"),
-            get(get_one::<R>).patch(update::<R>).delete(delete::<R>),
+/// `"service edge router"` or `"edge-routers"` as `ServiceEdgeRouter`, `EdgeRouters`.
+pub fn pascal(words: &str) -> String {
+    words
+        .split([' ', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The record of `R` as the API shows it, for the document.
+pub fn record_model<R: Resource>() -> Model {
+    let singular = R::KIND.singular();
+    entity_model(
+        &pascal(singular),
+        &format!("A {singular} as the API shows it."),
+        R::SHOWN,
+        &[],
+    )
+}
+
+/// Adds the collection and item routes of `R` under `base` (the management API path),
+/// with their documentation.
+pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
+    use ErrorCode::*;
+    let table = R::KIND.table();
+    let singular = R::KIND.singular();
+    let (one, many) = (pascal(singular), pascal(table));
+    let a = if singular.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    let collection = format!("{base}/{table}");
+    let item = format!("{collection}/{{id}}");
+    let id_doc = format!("The {singular}'s id.");
+    let record = record_model::<R>();
+    let routes = routes
+        .get(
+            &collection,
+            list::<R>,
+            Op::admin(format!("list{many}"), format!("List {table}"))
+                .tag(table)
+                .paged()
+                .filtered()
+                .sorted()
+                .list(record.clone()),
         )
+        .post(
+            &collection,
+            create::<R>,
+            Op::admin(format!("create{one}"), format!("Create {a} {singular}"))
+                .tag(table)
+                .body(Model::of::<R::Create>())
+                .created(record.clone())
+                .write()
+                .errors(&[InvalidField, EntityAlreadyExists]),
+        )
+        .get(
+            &item,
+            get_one::<R>,
+            Op::admin(format!("get{one}"), format!("Show {a} {singular}"))
+                .tag(table)
+                .path_param("id", &id_doc)
+                .read()
+                .ok(record.clone())
+                .errors(&[NotFound]),
+        );
+    let routes = if R::PATCHABLE {
+        routes.patch(
+            &item,
+            update::<R>,
+            Op::admin(format!("patch{one}"), format!("Change {a} {singular}"))
+                .tag(table)
+                .describe("Merges the given top-level fields into the record.")
+                .path_param("id", &id_doc)
+                .body(Model::of::<R::Patch>())
+                .ok(record)
+                .write()
+                .errors(&[InvalidField, EntityAlreadyExists, NotFound]),
+        )
+    } else {
+        routes
+    };
+    routes.delete(
+        &item,
+        delete::<R>,
+        Op::admin(format!("delete{one}"), format!("Delete {a} {singular}"))
+            .tag(table)
+            .path_param("id", &id_doc)
+            .done()
+            .write()
+            .errors(&[NotFound, CanNotDeleteReferencedEntity]),
+    )
 }
 
 /// Every kind the management API serves, in the order the routes are added.
-pub fn all(router: Router<Shared>, base: &str) -> Router<Shared> {
-    let router = routes::<Services>(router, base);
-    let router = routes::<Identities>(router, base);
-    let router = routes::<EdgeRouters>(router, base);
-    let router = routes::<ConfigTypes>(router, base);
-    let router = routes::<Configs>(router, base);
-    let router = routes::<ServicePolicies>(router, base);
-    let router = routes::<EdgeRouterPolicies>(router, base);
-    let router = routes::<ServiceEdgeRouterPolicies>(router, base);
-    let router = routes::<crate::enroll::Enrollments>(router, base);
-    routes::<Authenticators>(router, base)
+pub fn all(routes: Routes, base: &str) -> Routes {
+    let routes = self::routes::<Services>(routes, base);
+    let routes = self::routes::<Identities>(routes, base);
+    let routes = self::routes::<EdgeRouters>(routes, base);
+    let routes = self::routes::<ConfigTypes>(routes, base);
+    let routes = self::routes::<Configs>(routes, base);
+    let routes = self::routes::<ServicePolicies>(routes, base);
+    let routes = self::routes::<EdgeRouterPolicies>(routes, base);
+    let routes = self::routes::<ServiceEdgeRouterPolicies>(routes, base);
+    let routes = self::routes::<crate::enroll::Enrollments>(routes, base);
+    self::routes::<Authenticators>(routes, base)
 }
 
 /// Runs a read: linearizable when asked, marked stale when this node is not in quorum.
@@ -349,11 +474,12 @@ async fn create<R: Resource>(
         id: weft_model::new_id(),
         now_ms,
     };
-    let (ctx, prepared) = blocking(move || {
-        let p = R::prepare_create(&ctx, body)?;
-        Ok((ctx, p))
-    })
-    .await?;
+    let mut prepared = blocking(move || R::prepare_create(body)).await?;
+    R::finish(&ctx, &mut prepared.fields)?;
+    let with = match prepared.enroll {
+        Some(method) => vec![crate::enroll::new_enrollment(&ctx, method, &ctx.id, None)?],
+        None => Vec::new(),
+    };
     let mut record = prepared.fields;
     let now = weft_model::rfc3339(now_ms);
     record.insert("id".into(), Value::String(ctx.id));
@@ -364,14 +490,14 @@ async fn create<R: Resource>(
     // References (to config types, to ids named in roles...) against local state: a quick
     // answer for the common mistake; apply checks again against the committed state.
     R::KIND.validate_in(&state.node.read_state()?, &record)?;
-    let cmd = if prepared.with.is_empty() {
+    let cmd = if with.is_empty() {
         Command::Create {
             kind: R::KIND,
             record,
         }
     } else {
         let mut records = vec![(R::KIND, record)];
-        records.extend(prepared.with);
+        records.extend(with);
         Command::CreateAll { records }
     };
     let (_, outcome) = state.node.write(cmd).await?;
@@ -416,4 +542,65 @@ async fn delete<R: Resource>(
         .write(Command::Delete { kind: R::KIND, id })
         .await?;
     Ok(ok(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The record a create body of `R` stores, as the API shows it, has exactly the fields
+    /// the document lists for `R` (besides `id`, `createdAt` and `updatedAt`).
+    fn check<R: Resource>(body: Value) {
+        let create: R::Create = serde_json::from_value(body).expect("a valid body");
+        let record = Value::Object(R::prepare_create(create).expect("prepared").fields);
+        let empty = weft_model::state::MemState::default();
+        let shown: BTreeSet<String> =
+            weft_model::enrollment::present(&empty, R::KIND, R::KIND.public(record))
+                .expect("presented")
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+        let listed: BTreeSet<String> = R::SHOWN.iter().map(|f| f.json_name()).collect();
+        assert_eq!(shown, listed, "{}", R::KIND.table());
+    }
+
+    /// A create body of `R` with its required fields only.
+    fn required<R: Resource>() -> Value {
+        let fields = <R::Create as Described>::FIELDS;
+        Value::Object(
+            fields
+                .iter()
+                .filter(|f| f.required)
+                .map(|f| (f.json_name(), weft_api::describe::sample(f.shape)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn records_show_exactly_the_documented_fields() {
+        check::<Services>(required::<Services>());
+        check::<Identities>(required::<Identities>());
+        check::<EdgeRouters>(required::<EdgeRouters>());
+        check::<ConfigTypes>(required::<ConfigTypes>());
+        check::<Configs>(required::<Configs>());
+        check::<ServicePolicies>(required::<ServicePolicies>());
+        check::<EdgeRouterPolicies>(required::<EdgeRouterPolicies>());
+        check::<ServiceEdgeRouterPolicies>(required::<ServiceEdgeRouterPolicies>());
+        check::<Authenticators>(serde_json::json!({
+            "method": "updb", "identityId": "i", "username": "u", "password": "long enough"
+        }));
+    }
+
+    #[test]
+    fn names_in_pascal_case() {
+        assert_eq!(
+            pascal("service edge router policy"),
+            "ServiceEdgeRouterPolicy"
+        );
+        assert_eq!(pascal("edge-routers"), "EdgeRouters");
+    }
 }

@@ -26,9 +26,7 @@ use weft_cluster::{ClusterError, Faults, Node, NodeConfig, PeerClient, Store, Ti
 use weft_model::Command;
 
 use crate::app::{self, AppState};
-use crate::cluster_api::{
-    CaCert, JoinCertificate, JoinCertificateRequest, JoinRequest, PendingNode,
-};
+use crate::cluster_api::{JoinCertificate, JoinCertificateRequest, JoinRequest, PendingNode};
 use crate::{pki, tls, tokens};
 
 /// How a controller is started.
@@ -338,7 +336,6 @@ impl Controller {
             let ca_pem = read_text(&dir.join("ca.pem"))?;
             let client = tls::http_client(&ca_pem, None, Duration::from_secs(120))?;
             let req = JoinRequest {
-                token: join.token.clone(),
                 node_id: signer.node_id.to_string(),
                 address: self.url.clone(),
                 public_key_hex: signer.public_key_hex(),
@@ -346,6 +343,7 @@ impl Controller {
             post_retrying::<_, serde_json::Value>(
                 &client,
                 &format!("{}/fabric/v1/cluster/join", join.url),
+                &join.token,
                 &req,
             )
             .await?;
@@ -426,35 +424,31 @@ fn write_node_file(dir: &Path, id: u64, advertise: &str) -> Result<(), StartErro
     write_file(&dir.join("node.json"), &to_json(&nf), false)
 }
 
-async fn fetch_pinned_ca(url: &str, token: &str) -> Result<String, StartError> {
-    let claims =
-        tokens::peek_join(token).map_err(|e| StartError::Join(format!("join token: {e}")))?;
-    let insecure = tls::insecure_http_client(Duration::from_secs(10))?;
-    let ca: weft_api::Envelope<CaCert> = insecure
-        .get(format!("{url}/fabric/v1/cluster/ca"))
-        .send()
-        .await
-        .map_err(|e| StartError::Join(format!("{url}: {e}")))?
-        .json()
-        .await
-        .map_err(|e| StartError::Join(format!("{url}: {e}")))?;
-    let fp = pki::ca_fingerprint(&ca.data.ca_pem)?;
-    if fp != claims.ca {
-        return Err(StartError::Join(format!(
-            "{url} presented a CA that does not match the join token (fingerprint {fp})"
-        )));
+/// An error with its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
     }
-    Ok(ca.data.ca_pem)
+    out
 }
 
+/// POSTs a join call (`token`: the join token) until it is answered, or refused for good.
 async fn post_retrying<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
     client: &reqwest::Client,
     url: &str,
+    token: &str,
     req: &Req,
 ) -> Result<Resp, StartError> {
     let mut last = String::new();
     for attempt in 0..30u32 {
-        match client.post(url).json(req).send().await {
+        match client.post(url).bearer_auth(token).json(req).send().await {
             Ok(resp) => {
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
@@ -484,22 +478,38 @@ async fn prepare_join(
 ) -> Result<(), StartError> {
     let dir = &opts.data_dir;
     let url = url.trim_end_matches('/');
-    let ca_pem = fetch_pinned_ca(url, token).await?;
+    let claims =
+        tokens::peek_join(token).map_err(|e| StartError::Join(format!("join token: {e}")))?;
     let id = new_node_id();
     let key = pki::generate_key_pem()?;
     let csr = pki::make_csr(&key, &cert_hosts(advertise, opts.listen))?;
-    let client = tls::http_client(&ca_pem, None, Duration::from_secs(10))?;
+    // The token is sent only to a server that proves, in the TLS handshake, a certificate
+    // from the CA the token names. One plain call first, so that a server of another
+    // cluster (or none) is a clear error at once, not retried.
+    let client = tls::pinned_http_client(&claims.ca, Duration::from_secs(10))?;
+    client
+        .get(format!("{url}/version"))
+        .send()
+        .await
+        .map_err(|e| StartError::Join(format!("{url}: {}", error_chain(&e))))?;
     let req = JoinCertificateRequest {
-        token: token.to_owned(),
         node_id: id.to_string(),
         csr_pem: csr,
     };
     let cert: JoinCertificate = post_retrying(
         &client,
         &format!("{url}/fabric/v1/cluster/join/certificate"),
+        token,
         &req,
     )
     .await?;
+    let ca_pem = cert.ca_pem;
+    let fp = pki::ca_fingerprint(&ca_pem)?;
+    if fp != claims.ca {
+        return Err(StartError::Join(format!(
+            "{url} answered with a CA that does not match the join token (fingerprint {fp})"
+        )));
+    }
     write_file(&dir.join("ca.pem"), ca_pem.as_bytes(), false)?;
     write_file(&dir.join("node-cert.pem"), cert.cert_pem.as_bytes(), false)?;
     write_file(&dir.join("node-key.pem"), key.as_bytes(), true)?;

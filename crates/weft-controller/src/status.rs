@@ -1,4 +1,5 @@
-//! `/version`, `/health-checks` and `/metrics`: unauthenticated, answered locally.
+//! `/version` and `/health-checks` (unauthenticated) and `/metrics` (admins): answered
+//! locally.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use weft_api::models::{Health, Version};
 
 use crate::app::{prometheus, Shared};
+use crate::auth::Admin;
 use crate::http::ok;
 
 /// `GET /version`.
@@ -41,8 +43,8 @@ pub async fn health(State(state): State<Shared>) -> Response {
     })
 }
 
-/// `GET /metrics` (Prometheus text format).
-pub async fn metrics() -> Response {
+/// `GET /metrics` (Prometheus text format; a scraper logs in as an admin).
+pub async fn metrics(_admin: Admin) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
         prometheus().render(),

@@ -4,13 +4,17 @@
 //! This module owns how that TLS is set up so every caller gets the same policy:
 //!
 //! * only the `ring` crypto provider is used, passed explicitly to every config;
-//! * servers present their node certificate and *optionally* accept a client
-//!   certificate, which, when presented, must chain to the cluster CA. A verified
-//!   certificate whose CN is `weft-node-<id>` identifies the calling peer, exposed to
-//!   handlers as the [`PeerNode`] request extension;
-//! * clients trust only the cluster CA and check host names normally. The single
-//!   exception, [`insecure_http_client`], exists only to download the CA certificate
-//!   during join, which the caller must then check against a pinned fingerprint.
+//! * servers present their node certificate followed by the cluster CA certificate, and
+//!   *optionally* accept a client certificate, which, when presented, must chain to the
+//!   cluster CA. A verified certificate whose CN is `weft-node-<id>` identifies the
+//!   calling peer, exposed to handlers as the [`PeerNode`] request extension;
+//! * clients trust only the cluster CA and check host names normally. A joining node has
+//!   no CA file yet but a join token naming the CA's fingerprint: [`pinned_http_client`]
+//!   trusts the CA the server presents only when its fingerprint is that one, so the join
+//!   token is never sent to a server that is not a member of that cluster.
+//!   [`insecure_http_client`] accepts any server; it only talks to a controller waiting
+//!   to be added (`add-member`), which proves nothing by its certificate and receives
+//!   nothing secret.
 //!
 //! [`serve`] is a small accept loop (tokio-rustls + hyper-util HTTP/1.1 + axum) with
 //! handshake timeouts and graceful shutdown. The server certificate can be swapped at
@@ -27,6 +31,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -109,8 +114,10 @@ pub fn server_config_reloadable(
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .allow_unauthenticated()
         .build()?;
+    let ca_chain = parse_certs(ca_pem)?;
     let resolver = Arc::new(ReloadableServerCert {
-        current: RwLock::new(certified_key(cert_pem, key_pem, &provider)?),
+        current: RwLock::new(certified_key(cert_pem, key_pem, &ca_chain, &provider)?),
+        ca_chain,
         provider: provider.clone(),
     });
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -125,6 +132,8 @@ pub fn server_config_reloadable(
 /// [`ReloadableServerCert::replace`] to rotate it without restarting the listener.
 pub struct ReloadableServerCert {
     current: RwLock<Arc<CertifiedKey>>,
+    /// Presented after the node certificate (see the module doc).
+    ca_chain: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -132,7 +141,7 @@ impl ReloadableServerCert {
     /// Replaces the served certificate chain and key. The new pair is validated
     /// (parsed, key matches certificate) before anything changes.
     pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
-        let new = certified_key(cert_pem, key_pem, &self.provider)?;
+        let new = certified_key(cert_pem, key_pem, &self.ca_chain, &self.provider)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(())
     }
@@ -186,12 +195,31 @@ pub fn http_client(
     build_client(client_config(ca_pem, identity)?, timeout)
 }
 
+/// HTTPS client for a node that joins with a join token: it trusts a server whose chain
+/// holds a CA certificate with SHA-256 fingerprint `ca_fingerprint` (lowercase hex, as in
+/// the token) and whose certificate that CA issued for the host name (normal checks).
+pub fn pinned_http_client(
+    ca_fingerprint: &str,
+    timeout: Duration,
+) -> Result<reqwest::Client, TlsError> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            fingerprint: ca_fingerprint.to_ascii_lowercase(),
+            provider,
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    build_client(config, timeout)
+}
+
 /// HTTPS client that accepts ANY server certificate for any host name.
 ///
-/// Only for fetching the cluster CA certificate while joining; the caller must then
-/// compare the CA's fingerprint with the one from the join token before using it.
-/// Handshake signatures are still checked, so the server must hold the key of the
-/// certificate it presents.
+/// Only for talking to a controller that waits to be added (`add-member`), which has no
+/// cluster certificate yet and is sent nothing secret. Handshake signatures are still
+/// checked, so the server must hold the key of the certificate it presents.
 pub fn insecure_http_client(timeout: Duration) -> Result<reqwest::Client, TlsError> {
     let provider = provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())
@@ -213,6 +241,87 @@ fn build_client(config: ClientConfig, timeout: Duration) -> Result<reqwest::Clie
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .build()?)
+}
+
+/// Why [`PinnedCa`] refuses a server: none of its certificates is the pinned CA. (rustls
+/// shows it with `Debug`, hence the same text there.)
+#[derive(thiserror::Error)]
+#[error("the server's CA does not match the join token")]
+struct NotThePinnedCa;
+
+impl std::fmt::Debug for NotThePinnedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Verifies a server against the CA certificate in its own chain whose fingerprint is
+/// the pinned one (see [`pinned_http_client`]).
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| crate::pki::der_fingerprint(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(NotThePinnedCa)),
+                ))
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[derive(Debug)]
@@ -289,12 +398,20 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The served chain: `cert_pem`'s certificates, then those of `ca_chain` it lacks.
 fn certified_key(
     cert_pem: &str,
     key_pem: &str,
+    ca_chain: &[CertificateDer<'static>],
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let key = CertifiedKey::from_der(parse_certs(cert_pem)?, parse_key(key_pem)?, provider)?;
+    let mut chain = parse_certs(cert_pem)?;
+    for ca in ca_chain {
+        if !chain.contains(ca) {
+            chain.push(ca.clone());
+        }
+    }
+    let key = CertifiedKey::from_der(chain, parse_key(key_pem)?, provider)?;
     Ok(Arc::new(key))
 }
 
@@ -601,6 +718,28 @@ mod tests {
         // The server keeps working for good clients.
         let good = http_client(&ca.cert_pem, None, TIMEOUT).unwrap();
         assert_eq!(whoami(&good, &server.url).await.unwrap(), "None 127.0.0.1");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn pinned_client_trusts_only_the_pinned_ca_and_checks_the_host() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let server = start(server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap()).await;
+        let pin = crate::pki::ca_fingerprint(&ca.cert_pem).unwrap();
+        let good = pinned_http_client(&pin, TIMEOUT).unwrap();
+        assert_eq!(whoami(&good, &server.url).await.unwrap(), "None 127.0.0.1");
+        // Another cluster's fingerprint: refused.
+        let other = generate_ca("other").unwrap();
+        let other_pin = crate::pki::ca_fingerprint(&other.cert_pem).unwrap();
+        let bad = pinned_http_client(&other_pin, TIMEOUT).unwrap();
+        assert!(whoami(&bad, &server.url).await.is_err());
+        server.stop().await;
+        // The pinned CA, but a certificate for another host name: refused.
+        let wrong_host = node(&ca, "127.0.0.9", 2);
+        let server =
+            start(server_config(&ca.cert_pem, &wrong_host.cert, &wrong_host.key).unwrap()).await;
+        assert!(whoami(&good, &server.url).await.is_err());
         server.stop().await;
     }
 

@@ -442,7 +442,9 @@ mod tests {
             panic!("no entity")
         };
         assert_eq!(first["id"], "a");
-        assert!(entity::get(&st, EntityKind::Service, "b").unwrap().is_some());
+        assert!(entity::get(&st, EntityKind::Service, "b")
+            .unwrap()
+            .is_some());
     }
 
     #[test]

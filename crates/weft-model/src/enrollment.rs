@@ -112,7 +112,8 @@ pub fn check(enrollment: &Value, method: &str, now: UnixMs) -> Result<(), Domain
 /// `record` (an identity or edge router, already [`EntityKind::public`]) with its open
 /// enrollment shown the way OpenZiti shows it: an identity's `enrollment.ott` (id, token,
 /// jwt, expiresAt); an edge router's `enrollmentJwt`, `enrollmentToken`,
-/// `enrollmentExpiresAt` (null once enrolled) and `isVerified`. Other kinds: unchanged.
+/// `enrollmentExpiresAt` (null once enrolled), `isVerified` and `fingerprint` (null until
+/// enrolled). An enrollment shows every field, null when not set. Other kinds: unchanged.
 pub fn present(
     st: &dyn StateRead,
     kind: EntityKind,
@@ -144,6 +145,17 @@ pub fn present(
             obj.insert("enrollmentToken".into(), e["token"].clone());
             obj.insert("enrollmentExpiresAt".into(), e["expiresAt"].clone());
             obj.entry("isVerified").or_insert(Value::Bool(false));
+            obj.entry("fingerprint").or_insert(Value::Null);
+        }
+        EntityKind::Enrollment => {
+            for k in [
+                "identityId",
+                "edgeRouterId",
+                "completedAt",
+                "certFingerprint",
+            ] {
+                obj.entry(k).or_insert(Value::Null);
+            }
         }
         _ => {}
     }

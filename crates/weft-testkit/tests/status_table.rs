@@ -623,14 +623,20 @@ async fn random_drops_and_delays_lose_no_acknowledged_write() -> anyhow::Result<
     c.wait_all_in_quorum(SETTLE).await?;
     c.wait_applied_equal(Duration::from_secs(20)).await?;
     // No replica may have skipped an entry (the metric is process-wide: all three nodes).
-    let text = c
-        .anonymous_client()
+    // `/metrics` needs an admin session.
+    let admin = c.client();
+    let resp = admin
         .http
         .get(format!("{}/metrics", c.url(0)))
+        .header("zt-session", admin.token.clone().unwrap_or_default())
         .send()
-        .await?
-        .text()
         .await?;
+    ensure!(
+        resp.status() == 200,
+        "/metrics as the admin: HTTP {}",
+        resp.status()
+    );
+    let text = resp.text().await?;
     ensure!(
         text.contains("weft_raft_applied_index"),
         "no raft metrics in /metrics"
