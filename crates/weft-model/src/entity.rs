@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::filter::{Filter, Sort};
+use crate::index;
 use crate::schema::Schema;
 use crate::{validate, DomainError, StateRead, StateWrite, StorageFault};
 
@@ -310,19 +311,20 @@ impl EntityKind {
         id: &str,
     ) -> Result<Option<String>, StorageFault> {
         let at_id = format!("@{id}");
+        if POLICY_KINDS
+            .iter()
+            .any(|k| k.role_fields().iter().any(|(_, t)| *t == self))
+        {
+            // Policies naming `@id` are read off the role index, not found by a scan.
+            index::require(st)?;
+        }
         for kind in POLICY_KINDS {
             for (field, target) in kind.role_fields() {
                 if *target != self {
                     continue;
                 }
-                for policy in all(st, kind)? {
-                    if strings(&policy, field).contains(&at_id) {
-                        return Ok(Some(format!(
-                            "{} {} ({field})",
-                            kind.singular(),
-                            str_field(&policy, "id")
-                        )));
-                    }
+                if let Some(policy) = index::first_policy_with_role(st, kind, field, &at_id)? {
+                    return Ok(Some(format!("{} {policy} ({field})", kind.singular())));
                 }
             }
         }
@@ -544,6 +546,7 @@ pub(crate) fn create(
     }
     st.put(kind.table(), id, &encode(record))?;
     st.put(&kind.name_index(), name, id.as_bytes())?;
+    index::on_change(st, kind, id, None, Some(record))?;
     Ok(Ok(record.clone()))
 }
 
@@ -554,12 +557,13 @@ pub(crate) fn update(
     patch: &Map<String, Value>,
     updated_at: &str,
 ) -> Result<Result<Value, DomainError>, StorageFault> {
-    let Some(mut record) = get(st, kind, id)? else {
+    let Some(old) = get(st, kind, id)? else {
         return Ok(Err(DomainError::NotFound {
             kind: kind.singular().into(),
             id: id.into(),
         }));
     };
+    let mut record = old.clone();
     let old_name = str_field(&record, "name").to_owned();
     if let Some(obj) = record.as_object_mut() {
         for (k, v) in patch {
@@ -588,6 +592,7 @@ pub(crate) fn update(
         st.put(&kind.name_index(), &new_name, id.as_bytes())?;
     }
     st.put(kind.table(), id, &encode(&record))?;
+    index::on_change(st, kind, id, Some(&old), Some(&record))?;
     Ok(Ok(record))
 }
 
@@ -614,12 +619,15 @@ pub(crate) fn delete(
         let auth = EntityKind::Authenticator;
         for a in all(st, auth)? {
             if str_field(&a, "identityId") == id {
+                let aid = str_field(&a, "id");
                 st.delete(&auth.name_index(), str_field(&a, "name"))?;
-                st.delete(auth.table(), str_field(&a, "id"))?;
+                st.delete(auth.table(), aid)?;
+                index::on_change(st, auth, aid, Some(&a), None)?;
             }
         }
     }
     st.delete(&kind.name_index(), str_field(&record, "name"))?;
     st.delete(kind.table(), id)?;
+    index::on_change(st, kind, id, Some(&record), None)?;
     Ok(Ok(record))
 }

@@ -12,6 +12,7 @@ pub mod command;
 pub mod entity;
 pub mod error;
 pub mod filter;
+pub mod index;
 pub mod policy;
 pub mod schema;
 pub mod state;

@@ -74,6 +74,20 @@ impl Image {
             .collect()
     }
 
+    /// The keys of one logical table (see [`Image::scan`]), without copying values.
+    fn keys(&self, table: &str) -> Vec<String> {
+        let lower = key(table, "");
+        let upper = key(&format!("{table}\0"), "");
+        self.state
+            .range(lower..upper)
+            .map(|((_, k), _)| k.to_string())
+            .collect()
+    }
+
+    fn contains(&self, table: &str, k: &str) -> bool {
+        self.state.contains_key(&key(table, k))
+    }
+
     /// Serializes the image in the export format (a raft snapshot's payload).
     pub(crate) fn export(&self) -> Vec<u8> {
         let mut enc = export::Encoder::new();
@@ -127,6 +141,14 @@ impl StateRead for StateTxn<'_> {
 
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         Ok(self.image.scan(table))
+    }
+
+    fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
+        Ok(self.image.keys(table))
+    }
+
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
+        Ok(self.image.contains(table, key))
     }
 }
 
@@ -183,5 +205,13 @@ impl StateRead for StateView {
 
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         Ok(self.image.scan(table))
+    }
+
+    fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
+        Ok(self.image.keys(table))
+    }
+
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
+        Ok(self.image.contains(table, key))
     }
 }

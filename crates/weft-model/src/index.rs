@@ -1,0 +1,261 @@
+//! Secondary indexes for policy evaluation, kept in the replicated state itself, so that
+//! answering "which services may this identity use" reads only the policies and entities
+//! that can match, instead of decoding every policy and every service per request.
+//!
+//! Rows (the value is always empty; the key is an entity's or a policy's id, so reading one
+//! index table whole is the lookup, with the existing [`StateRead::keys`]):
+//!
+//! * `ix/<table>/attr/<attribute>`: the identities, services and edge routers (`<table>`
+//!   is their entity table) that carry role attribute `<attribute>`;
+//! * `ix/<table>/<field>/<role>`: the policies of table `<table>` whose role list `<field>`
+//!   (`identityRoles`, `serviceRoles` or `edgeRouterRoles`) holds `<role>` verbatim
+//!   (`#all`, `#attribute` or `@id`);
+//! * table `ix/meta`, key `version`: present once the indexes of the state are complete.
+//!
+//! No other table starts with `ix/`, and a scan reads exactly one table, so these rows
+//! never show up in entity listings; only snapshots carry them, which is what they are for.
+//!
+//! The rows are maintained by [`crate::apply`] (every entity create, update and delete goes
+//! through [`on_change`]), so every node derives the same rows from the same log. A state
+//! written by a version without indexes has no `ix/meta` row: [`ensure`] builds every row
+//! from the entities alone, at the start of the first apply and whenever the store loads a
+//! state image. Both give the same rows, so nodes and snapshots agree whichever ran it.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::entity::{strings, EntityKind};
+use crate::{StateRead, StateWrite, StorageFault};
+
+/// The layout of the index rows. A state whose `ix/meta` row holds another value (or none)
+/// is rebuilt by [`ensure`]. A future layout that changes what an existing table means must
+/// also delete the old rows there, since [`ensure`] only adds the current layout's rows.
+pub const VERSION: &str = "1";
+
+/// The table of the completeness marker.
+const META: &str = "ix/meta";
+/// The marker's key in [`META`].
+const META_KEY: &str = "version";
+
+/// The kinds whose role attributes are indexed: the ones policies select.
+const TARGET_KINDS: [EntityKind; 3] = [
+    EntityKind::Identity,
+    EntityKind::Service,
+    EntityKind::EdgeRouter,
+];
+
+/// The index table of the `kind` records carrying role attribute `attr`.
+fn attr_table(kind: EntityKind, attr: &str) -> String {
+    format!("ix/{}/attr/{attr}", kind.table())
+}
+
+/// The index table of the `kind` policies whose `field` holds `role`.
+pub(crate) fn role_table(kind: EntityKind, field: &str, role: &str) -> String {
+    format!("ix/{}/{field}/{role}", kind.table())
+}
+
+/// The index tables that list `record` (of `kind`); none for kinds without indexes.
+fn tables_of(kind: EntityKind, record: Option<&Value>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(record) = record else {
+        return out;
+    };
+    if TARGET_KINDS.contains(&kind) {
+        for attr in strings(record, "roleAttributes") {
+            out.insert(attr_table(kind, &attr));
+        }
+    }
+    for (field, _) in kind.role_fields() {
+        for role in strings(record, field) {
+            out.insert(role_table(kind, field, &role));
+        }
+    }
+    out
+}
+
+/// Updates the index rows of record `id` of `kind`, which was `old` (`None`: created) and
+/// is now `new` (`None`: deleted). Only rows that change are written.
+pub(crate) fn on_change(
+    st: &mut dyn StateWrite,
+    kind: EntityKind,
+    id: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<(), StorageFault> {
+    let before = tables_of(kind, old);
+    let after = tables_of(kind, new);
+    for table in before.difference(&after) {
+        st.delete(table, id)?;
+    }
+    for table in after.difference(&before) {
+        st.put(table, id, &[])?;
+    }
+    Ok(())
+}
+
+/// Whether the indexes of this state are complete (see [`ensure`]).
+pub fn is_built(st: &dyn StateRead) -> Result<bool, StorageFault> {
+    Ok(st.get(META, META_KEY)?.as_deref() == Some(VERSION.as_bytes()))
+}
+
+/// A fault unless the indexes are complete: evaluating policies over a state without them
+/// would silently find nothing.
+pub(crate) fn require(st: &dyn StateRead) -> Result<(), StorageFault> {
+    if is_built(st)? {
+        Ok(())
+    } else {
+        Err(StorageFault(
+            "the policy index of this state has not been built".into(),
+        ))
+    }
+}
+
+/// Builds every index row from the entities if the state has no complete indexes (it was
+/// written by a version without them); returns whether it did. A pure function of the
+/// state, so every node that runs it on the same state writes the same rows.
+pub fn ensure(st: &mut dyn StateWrite) -> Result<bool, StorageFault> {
+    if is_built(st)? {
+        return Ok(false);
+    }
+    for kind in EntityKind::ALL {
+        if !TARGET_KINDS.contains(&kind) && kind.role_fields().is_empty() {
+            continue;
+        }
+        for (id, bytes) in st.scan(kind.table())? {
+            let record: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| StorageFault(format!("corrupt {} {id}: {e}", kind.singular())))?;
+            for table in tables_of(kind, Some(&record)) {
+                st.put(&table, &id, &[])?;
+            }
+        }
+    }
+    st.put(META, META_KEY, VERSION.as_bytes())?;
+    Ok(true)
+}
+
+/// The ids of the `kind` policies whose `field` roles may select `subject`: those naming
+/// `#all`, `@<its id>` or `#<one of its attributes>`, in id order. A superset: an `AllOf`
+/// policy must still be checked against every one of its roles.
+pub(crate) fn candidate_policies(
+    st: &dyn StateRead,
+    kind: EntityKind,
+    field: &str,
+    subject: &Value,
+) -> Result<BTreeSet<String>, StorageFault> {
+    let id = subject.get("id").and_then(Value::as_str).unwrap_or("");
+    let mut roles = vec!["#all".to_owned(), format!("@{id}")];
+    roles.extend(
+        strings(subject, "roleAttributes")
+            .into_iter()
+            .map(|a| format!("#{a}")),
+    );
+    let mut out = BTreeSet::new();
+    for role in roles {
+        out.extend(st.keys(&role_table(kind, field, &role))?);
+    }
+    Ok(out)
+}
+
+/// The ids of the `kind` records `role` matches, in id order.
+fn role_members(
+    st: &dyn StateRead,
+    kind: EntityKind,
+    role: &str,
+) -> Result<Vec<String>, StorageFault> {
+    if role == "#all" {
+        return st.keys(kind.table());
+    }
+    if let Some(attr) = role.strip_prefix('#') {
+        return st.keys(&attr_table(kind, attr));
+    }
+    if let Some(id) = role.strip_prefix('@') {
+        return Ok(if st.contains(kind.table(), id)? {
+            vec![id.to_owned()]
+        } else {
+            Vec::new()
+        });
+    }
+    Ok(Vec::new())
+}
+
+/// Whether `role` matches the existing `kind` record `id`.
+fn role_matches(
+    st: &dyn StateRead,
+    kind: EntityKind,
+    id: &str,
+    role: &str,
+) -> Result<bool, StorageFault> {
+    if role == "#all" {
+        return Ok(true);
+    }
+    if let Some(attr) = role.strip_prefix('#') {
+        return st.contains(&attr_table(kind, attr), id);
+    }
+    Ok(role.strip_prefix('@') == Some(id))
+}
+
+/// Exactly the ids of the `kind` records that `roles`, combined by `semantic` (`"AnyOf"`;
+/// anything else is `AllOf`), select, in id order: what filtering every record with
+/// [`crate::policy::selects`] gives, read from the indexes without decoding a record.
+pub(crate) fn selected(
+    st: &dyn StateRead,
+    kind: EntityKind,
+    roles: &[String],
+    semantic: &str,
+) -> Result<BTreeSet<String>, StorageFault> {
+    if roles.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    if semantic == "AnyOf" {
+        if roles.iter().any(|r| r == "#all") {
+            return Ok(st.keys(kind.table())?.into_iter().collect());
+        }
+        let mut out = BTreeSet::new();
+        for role in roles {
+            out.extend(role_members(st, kind, role)?);
+        }
+        return Ok(out);
+    }
+    // AllOf: `#all` matches every record, so only the other roles narrow the set.
+    let narrowing: Vec<&String> = roles.iter().filter(|r| *r != "#all").collect();
+    if narrowing.is_empty() {
+        return Ok(st.keys(kind.table())?.into_iter().collect());
+    }
+    // Start from an `@id` role if there is one (at most one member), else from the smallest
+    // attribute's members; keep those every other role matches.
+    let mut start: Option<(usize, Vec<String>)> = None;
+    if let Some(i) = narrowing.iter().position(|r| r.starts_with('@')) {
+        start = Some((i, role_members(st, kind, narrowing[i])?));
+    } else {
+        for (i, role) in narrowing.iter().enumerate() {
+            let members = role_members(st, kind, role)?;
+            if start.as_ref().is_none_or(|(_, s)| members.len() < s.len()) {
+                start = Some((i, members));
+            }
+        }
+    }
+    let Some((first, members)) = start else {
+        return Ok(BTreeSet::new());
+    };
+    let mut out = BTreeSet::new();
+    'member: for id in members {
+        for (i, role) in narrowing.iter().enumerate() {
+            if i != first && !role_matches(st, kind, &id, role)? {
+                continue 'member;
+            }
+        }
+        out.insert(id);
+    }
+    Ok(out)
+}
+
+/// The id of the first (by id) `kind` policy whose `field` names `role`, if any.
+pub(crate) fn first_policy_with_role(
+    st: &dyn StateRead,
+    kind: EntityKind,
+    field: &str,
+    role: &str,
+) -> Result<Option<String>, StorageFault> {
+    Ok(st.keys(&role_table(kind, field, role))?.into_iter().next())
+}
