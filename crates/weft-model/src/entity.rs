@@ -41,7 +41,7 @@ struct StoredAuthenticator {
 
 /// Fields kept in state but never shown by the API (nor matched by list filters, which
 /// could otherwise probe them).
-const SECRET_FIELDS: [&str; 1] = ["passwordHash"];
+pub(crate) const SECRET_FIELDS: [&str; 1] = ["passwordHash"];
 
 /// The kinds whose records hold role lists naming other entities (`@id`).
 const POLICY_KINDS: [EntityKind; 3] = [

@@ -5,8 +5,9 @@
 //! Rows (the value is always empty; the key is an entity's or a policy's id, so reading one
 //! index table whole is the lookup, with the existing [`StateRead::keys`]):
 //!
-//! * `ix/<table>/attr/<attribute>`: the identities, services and edge routers (`<table>`
-//!   is their entity table) that carry role attribute `<attribute>`;
+//! * `ix/<table>/attr/<attribute>`: the services and edge routers (`<table>` is their
+//!   entity table) that carry role attribute `<attribute>` (identities have none: see
+//!   [`ATTRIBUTE_KINDS`]);
 //! * `ix/<table>/<field>/<role>`: the policies of table `<table>` whose role list `<field>`
 //!   (`identityRoles`, `serviceRoles` or `edgeRouterRoles`) holds `<role>` verbatim
 //!   (`#all`, `#attribute` or `@id`);
@@ -38,12 +39,11 @@ const META: &str = "ix/meta";
 /// The marker's key in [`META`].
 const META_KEY: &str = "version";
 
-/// The kinds whose role attributes are indexed: the ones policies select.
-const TARGET_KINDS: [EntityKind; 3] = [
-    EntityKind::Identity,
-    EntityKind::Service,
-    EntityKind::EdgeRouter,
-];
+/// The kinds whose role attributes are indexed: the ones evaluation needs as sets (the
+/// services of a service policy, the edge routers of a router policy). Identities are not:
+/// evaluation starts from one identity and finds its policies through the policy rows, and
+/// at 100,000 identities their attribute rows would be most of the index.
+const ATTRIBUTE_KINDS: [EntityKind; 2] = [EntityKind::Service, EntityKind::EdgeRouter];
 
 /// The index table of the `kind` records carrying role attribute `attr`.
 fn attr_table(kind: EntityKind, attr: &str) -> String {
@@ -61,7 +61,7 @@ fn tables_of(kind: EntityKind, record: Option<&Value>) -> BTreeSet<String> {
     let Some(record) = record else {
         return out;
     };
-    if TARGET_KINDS.contains(&kind) {
+    if ATTRIBUTE_KINDS.contains(&kind) {
         for attr in strings(record, "roleAttributes") {
             out.insert(attr_table(kind, &attr));
         }
@@ -119,7 +119,7 @@ pub fn ensure(st: &mut dyn StateWrite) -> Result<bool, StorageFault> {
         return Ok(false);
     }
     for kind in EntityKind::ALL {
-        if !TARGET_KINDS.contains(&kind) && kind.role_fields().is_empty() {
+        if !ATTRIBUTE_KINDS.contains(&kind) && kind.role_fields().is_empty() {
             continue;
         }
         for (id, bytes) in st.scan(kind.table())? {
@@ -204,6 +204,12 @@ pub(crate) fn selected(
     roles: &[String],
     semantic: &str,
 ) -> Result<BTreeSet<String>, StorageFault> {
+    if !ATTRIBUTE_KINDS.contains(&kind) {
+        return Err(StorageFault(format!(
+            "no attribute index for {}",
+            kind.table()
+        )));
+    }
     if roles.is_empty() {
         return Ok(BTreeSet::new());
     }
