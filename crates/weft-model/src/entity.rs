@@ -104,7 +104,8 @@ impl EntityKind {
         record
     }
 
-    fn name_index(self) -> String {
+    /// The table of the unique-name index: name -> id.
+    pub(crate) fn name_index(self) -> String {
         format!("{}.by-name", self.table())
     }
 

@@ -2,15 +2,17 @@
 //! answering "which services may this identity use" reads only the policies and entities
 //! that can match, instead of decoding every policy and every service per request.
 //!
-//! Rows (the value is always empty; the key is an entity's or a policy's id, so reading one
-//! index table whole is the lookup, with the existing [`StateRead::keys`]):
+//! Rows (the key is an entity's or a policy's id, so reading one index table whole, a
+//! contiguous range of the state, is the lookup):
 //!
 //! * `ix/<table>/attr/<attribute>`: the services and edge routers (`<table>` is their
 //!   entity table) that carry role attribute `<attribute>` (identities have none: see
-//!   [`ATTRIBUTE_KINDS`]);
+//!   [`ATTRIBUTE_KINDS`]). The value is the entity's name, denormalized: results are
+//!   shown in name order, and reading the names here saves a lookup and a decode per
+//!   entity of a result, which at hundreds of services per identity was most of a query;
 //! * `ix/<table>/<field>/<role>`: the policies of table `<table>` whose role list `<field>`
 //!   (`identityRoles`, `serviceRoles` or `edgeRouterRoles`) holds `<role>` verbatim
-//!   (`#all`, `#attribute` or `@id`);
+//!   (`#all`, `#attribute` or `@id`); the value is empty;
 //! * table `ix/meta`, key `version`: present once the indexes of the state are complete.
 //!
 //! No other table starts with `ix/`, and a scan reads exactly one table, so these rows
@@ -22,8 +24,9 @@
 //! from the entities alone, at the start of the first apply and whenever the store loads a
 //! state image. Both give the same rows, so nodes and snapshots agree whichever ran it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::entity::{strings, EntityKind};
@@ -55,20 +58,22 @@ pub(crate) fn role_table(kind: EntityKind, field: &str, role: &str) -> String {
     format!("ix/{}/{field}/{role}", kind.table())
 }
 
-/// The index tables that list `record` (of `kind`); none for kinds without indexes.
-fn tables_of(kind: EntityKind, record: Option<&Value>) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+/// The index rows of `record` (of `kind`): table -> value (its key is the record's id);
+/// none for kinds without indexes.
+fn rows_of(kind: EntityKind, record: Option<&Value>) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
     let Some(record) = record else {
         return out;
     };
     if ATTRIBUTE_KINDS.contains(&kind) {
+        let name = record.get("name").and_then(Value::as_str).unwrap_or("");
         for attr in strings(record, "roleAttributes") {
-            out.insert(attr_table(kind, &attr));
+            out.insert(attr_table(kind, &attr), name.as_bytes().to_vec());
         }
     }
     for (field, _) in kind.role_fields() {
         for role in strings(record, field) {
-            out.insert(role_table(kind, field, &role));
+            out.insert(role_table(kind, field, &role), Vec::new());
         }
     }
     out
@@ -83,13 +88,17 @@ pub(crate) fn on_change(
     old: Option<&Value>,
     new: Option<&Value>,
 ) -> Result<(), StorageFault> {
-    let before = tables_of(kind, old);
-    let after = tables_of(kind, new);
-    for table in before.difference(&after) {
-        st.delete(table, id)?;
+    let before = rows_of(kind, old);
+    let after = rows_of(kind, new);
+    for table in before.keys() {
+        if !after.contains_key(table) {
+            st.delete(table, id)?;
+        }
     }
-    for table in after.difference(&before) {
-        st.put(table, id, &[])?;
+    for (table, value) in &after {
+        if before.get(table) != Some(value) {
+            st.put(table, id, value)?;
+        }
     }
     Ok(())
 }
@@ -125,8 +134,8 @@ pub fn ensure(st: &mut dyn StateWrite) -> Result<bool, StorageFault> {
         for (id, bytes) in st.scan(kind.table())? {
             let record: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| StorageFault(format!("corrupt {} {id}: {e}", kind.singular())))?;
-            for table in tables_of(kind, Some(&record)) {
-                st.put(&table, &id, &[])?;
+            for (table, value) in rows_of(kind, Some(&record)) {
+                st.put(&table, &id, &value)?;
             }
         }
     }
@@ -157,26 +166,44 @@ pub(crate) fn candidate_policies(
     Ok(out)
 }
 
-/// The ids of the `kind` records `role` matches, in id order.
-fn role_members(
-    st: &dyn StateRead,
-    kind: EntityKind,
-    role: &str,
-) -> Result<Vec<String>, StorageFault> {
+/// The ids and names of some records: what a role selects, in id order.
+pub(crate) type Named = BTreeMap<String, String>;
+
+/// A name as an index row or the name index holds it.
+fn name_text(bytes: Vec<u8>, what: &str) -> Result<String, StorageFault> {
+    String::from_utf8(bytes).map_err(|_| StorageFault(format!("{what}: a name is not UTF-8")))
+}
+
+/// Just the name of a stored record.
+#[derive(Deserialize)]
+struct NameOnly {
+    #[serde(default)]
+    name: String,
+}
+
+/// The `kind` records `role` matches, with their names.
+fn role_members(st: &dyn StateRead, kind: EntityKind, role: &str) -> Result<Named, StorageFault> {
+    let mut out = Named::new();
     if role == "#all" {
-        return st.keys(kind.table());
+        // The name index has every record, by name: (name, id).
+        let table = kind.name_index();
+        for (name, id) in st.scan(&table)? {
+            out.insert(name_text(id, &table)?, name);
+        }
+    } else if let Some(attr) = role.strip_prefix('#') {
+        let table = attr_table(kind, attr);
+        for (id, name) in st.scan(&table)? {
+            let name = name_text(name, &table)?;
+            out.insert(id, name);
+        }
+    } else if let Some(id) = role.strip_prefix('@') {
+        if let Some(bytes) = st.get(kind.table(), id)? {
+            let n: NameOnly = serde_json::from_slice(&bytes)
+                .map_err(|e| StorageFault(format!("corrupt {} {id}: {e}", kind.singular())))?;
+            out.insert(id.to_owned(), n.name);
+        }
     }
-    if let Some(attr) = role.strip_prefix('#') {
-        return st.keys(&attr_table(kind, attr));
-    }
-    if let Some(id) = role.strip_prefix('@') {
-        return Ok(if st.contains(kind.table(), id)? {
-            vec![id.to_owned()]
-        } else {
-            Vec::new()
-        });
-    }
-    Ok(Vec::new())
+    Ok(out)
 }
 
 /// Whether `role` matches the existing `kind` record `id`.
@@ -195,15 +222,16 @@ fn role_matches(
     Ok(role.strip_prefix('@') == Some(id))
 }
 
-/// Exactly the ids of the `kind` records that `roles`, combined by `semantic` (`"AnyOf"`;
-/// anything else is `AllOf`), select, in id order: what filtering every record with
-/// [`crate::policy::selects`] gives, read from the indexes without decoding a record.
+/// Exactly the `kind` records that `roles`, combined by `semantic` (`"AnyOf"`; anything
+/// else is `AllOf`), select, with their names: what filtering every record with
+/// [`crate::policy::selects`] gives, read from the indexes without decoding a record
+/// (but one per `@id` role, for its name).
 pub(crate) fn selected(
     st: &dyn StateRead,
     kind: EntityKind,
     roles: &[String],
     semantic: &str,
-) -> Result<BTreeSet<String>, StorageFault> {
+) -> Result<Named, StorageFault> {
     if !ATTRIBUTE_KINDS.contains(&kind) {
         return Err(StorageFault(format!(
             "no attribute index for {}",
@@ -211,13 +239,13 @@ pub(crate) fn selected(
         )));
     }
     if roles.is_empty() {
-        return Ok(BTreeSet::new());
+        return Ok(Named::new());
     }
     if semantic == "AnyOf" {
         if roles.iter().any(|r| r == "#all") {
-            return Ok(st.keys(kind.table())?.into_iter().collect());
+            return role_members(st, kind, "#all");
         }
-        let mut out = BTreeSet::new();
+        let mut out = Named::new();
         for role in roles {
             out.extend(role_members(st, kind, role)?);
         }
@@ -226,11 +254,11 @@ pub(crate) fn selected(
     // AllOf: `#all` matches every record, so only the other roles narrow the set.
     let narrowing: Vec<&String> = roles.iter().filter(|r| *r != "#all").collect();
     if narrowing.is_empty() {
-        return Ok(st.keys(kind.table())?.into_iter().collect());
+        return role_members(st, kind, "#all");
     }
     // Start from an `@id` role if there is one (at most one member), else from the smallest
     // attribute's members; keep those every other role matches.
-    let mut start: Option<(usize, Vec<String>)> = None;
+    let mut start: Option<(usize, Named)> = None;
     if let Some(i) = narrowing.iter().position(|r| r.starts_with('@')) {
         start = Some((i, role_members(st, kind, narrowing[i])?));
     } else {
@@ -242,16 +270,16 @@ pub(crate) fn selected(
         }
     }
     let Some((first, members)) = start else {
-        return Ok(BTreeSet::new());
+        return Ok(Named::new());
     };
-    let mut out = BTreeSet::new();
-    'member: for id in members {
+    let mut out = Named::new();
+    'member: for (id, name) in members {
         for (i, role) in narrowing.iter().enumerate() {
             if i != first && !role_matches(st, kind, &id, role)? {
                 continue 'member;
             }
         }
-        out.insert(id);
+        out.insert(id, name);
     }
     Ok(out)
 }

@@ -23,12 +23,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::entity::{self, strings, EntityKind, SECRET_FIELDS};
-use crate::{index, StateRead, StorageFault};
+use crate::index::{self, Named};
+use crate::{StateRead, StorageFault};
 
 /// What a role list is matched against: an entity's id and role attributes.
 struct Subject<'a> {
@@ -117,13 +117,13 @@ fn policies_selecting(
     Ok(out)
 }
 
-/// The ids of the `target` records that `policy`'s `field` roles select.
+/// The `target` records that `policy`'s `field` roles select: id -> name.
 fn selected_by(
     st: &dyn StateRead,
     policy: &Value,
     field: &str,
     target: EntityKind,
-) -> Result<BTreeSet<String>, StorageFault> {
+) -> Result<Named, StorageFault> {
     index::selected(st, target, &strings(policy, field), semantic(policy))
 }
 
@@ -163,22 +163,34 @@ fn permissions(mask: u8) -> Vec<String> {
         .collect()
 }
 
-/// Service id -> permission bits ([`BIND`], [`DIAL`]). A hash map: the result is put in
-/// name order afterwards, and a grant is one insert, which a page of results does for
-/// hundreds of services.
-type Grants = HashMap<String, u8>;
+/// Service id -> (name, permission bits [`BIND`], [`DIAL`]). A hash map: the result is put
+/// in name order afterwards, and a grant is one insert, which a query does for hundreds of
+/// services.
+type Grants = HashMap<String, (String, u8)>;
 
-/// The ids of the services `identity` may dial or bind, each with its permissions, from
-/// the indexes: no service is decoded.
+/// The services `identity` may dial or bind, each with its name and permissions, from the
+/// indexes: no service is decoded.
 fn service_grants(st: &dyn StateRead, identity: &Value) -> Result<Grants, StorageFault> {
     let mut grants = Grants::new();
     for p in policies_selecting(st, EntityKind::ServicePolicy, "identityRoles", identity)? {
         let bit = permission_bit(&p)?;
-        for id in selected_by(st, &p, "serviceRoles", EntityKind::Service)? {
-            *grants.entry(id).or_default() |= bit;
+        for (id, name) in selected_by(st, &p, "serviceRoles", EntityKind::Service)? {
+            grants.entry(id).or_insert((name, 0)).1 |= bit;
         }
     }
     Ok(grants)
+}
+
+/// `(name, id, value)` of some records, by name (then id: names are unique, and the id
+/// keeps the order total, and equal to a stable sort by name of the id-ordered list,
+/// whatever the data).
+fn by_name<T>(named: impl IntoIterator<Item = (String, (String, T))>) -> Vec<(String, String, T)> {
+    let mut out: Vec<(String, String, T)> = named
+        .into_iter()
+        .map(|(id, (name, v))| (name, id, v))
+        .collect();
+    out.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
 }
 
 /// The services `identity` may dial or bind, in name order, each with its permissions
@@ -187,11 +199,9 @@ pub fn services_for_identity(
     st: &dyn StateRead,
     identity: &Value,
 ) -> Result<Vec<(Value, Vec<String>)>, StorageFault> {
-    let grants = service_grants(st, identity)?;
-    let mut out = Vec::with_capacity(grants.len());
-    for (_, id) in by_name(st, EntityKind::Service, grants.keys().map(String::as_str))? {
-        let mask = grants.get(id).copied().unwrap_or_default();
-        out.push((indexed(st, EntityKind::Service, id)?, permissions(mask)));
+    let mut out = Vec::new();
+    for (_, id, mask) in by_name(service_grants(st, identity)?) {
+        out.push((indexed(st, EntityKind::Service, &id)?, permissions(mask)));
     }
     Ok(out)
 }
@@ -217,34 +227,25 @@ pub fn services_with_permissions(
         .collect())
 }
 
-/// Just the name of a stored record: sorting a large result by name parses no more.
-#[derive(Deserialize)]
-struct NameOnly {
-    #[serde(default)]
-    name: String,
-}
-
 /// One page (`offset`, at most `limit` items) of [`services_with_permissions`], and how
-/// many services there are in all. Only the page's services are read in full, each
-/// written from its stored JSON with `permissions` appended (see [`listed_service`]); the
-/// others are read for their name alone.
+/// many services there are in all. Only the page's services are read, each written from
+/// its stored JSON with `permissions` appended (see [`listed_service`]); the names that
+/// order the result come with the index rows.
 pub fn services_page(
     st: &dyn StateRead,
     identity: &Value,
     offset: u64,
     limit: u32,
 ) -> Result<(Vec<Box<RawValue>>, u64), StorageFault> {
-    let grants = service_grants(st, identity)?;
-    let named = by_name(st, EntityKind::Service, grants.keys().map(String::as_str))?;
+    let named = by_name(service_grants(st, identity)?);
     let total = named.len() as u64;
     let mut items = Vec::new();
-    for (_, id) in named
+    for (_, id, mask) in named
         .into_iter()
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(limit as usize)
     {
-        let mask = grants.get(id).copied().unwrap_or_default();
-        items.push(listed_service(st, id, permissions(mask))?);
+        items.push(listed_service(st, &id, permissions(mask))?);
     }
     Ok((items, total))
 }
@@ -291,52 +292,29 @@ fn listed_service(
     }
 }
 
-/// The ids of the edge routers that the policies of `kind` (by `field`) let `record` use.
-fn router_ids_for(
+/// The edge routers that the policies of `kind` (by `field`) let `record` use, by name:
+/// `(name, id)`.
+fn routers_for(
     st: &dyn StateRead,
     kind: EntityKind,
     field: &str,
     record: &Value,
-) -> Result<BTreeSet<String>, StorageFault> {
-    let mut ids = BTreeSet::new();
+) -> Result<Vec<(String, String)>, StorageFault> {
+    let mut routers = Named::new();
     for p in policies_selecting(st, kind, field, record)? {
-        ids.extend(selected_by(
+        routers.extend(selected_by(
             st,
             &p,
             "edgeRouterRoles",
             EntityKind::EdgeRouter,
         )?);
     }
-    Ok(ids)
-}
-
-/// The name of the record `id` of `kind`, read without decoding the rest of it.
-fn name_of(st: &dyn StateRead, kind: EntityKind, id: &str) -> Result<String, StorageFault> {
-    let bytes = st.get(kind.table(), id)?.ok_or_else(|| {
-        StorageFault(format!(
-            "the policy index names {} {id}, which does not exist",
-            kind.singular()
-        ))
-    })?;
-    let n: NameOnly = serde_json::from_slice(&bytes)
-        .map_err(|e| StorageFault(format!("corrupt {} {id}: {e}", kind.singular())))?;
-    Ok(n.name)
-}
-
-/// `(name, id)` of each of the `kind` records `ids`, by name (then id).
-fn by_name<'a>(
-    st: &dyn StateRead,
-    kind: EntityKind,
-    ids: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<(String, &'a str)>, StorageFault> {
-    let mut named = Vec::new();
-    for id in ids {
-        named.push((name_of(st, kind, id)?, id));
-    }
-    // Names are unique; the id keeps the order total (and equal to a stable sort by name
-    // of the id-ordered list) whatever the data.
-    named.sort_unstable();
-    Ok(named)
+    Ok(
+        by_name(routers.into_iter().map(|(id, name)| (id, (name, ()))))
+            .into_iter()
+            .map(|(name, id, ())| (name, id))
+            .collect(),
+    )
 }
 
 /// The edge routers `identity` may use (edge router policies), by name.
@@ -344,10 +322,9 @@ pub fn edge_routers_for_identity(
     st: &dyn StateRead,
     identity: &Value,
 ) -> Result<Vec<Value>, StorageFault> {
-    let ids = router_ids_for(st, EntityKind::EdgeRouterPolicy, "identityRoles", identity)?;
-    by_name(st, EntityKind::EdgeRouter, ids.iter().map(String::as_str))?
+    routers_for(st, EntityKind::EdgeRouterPolicy, "identityRoles", identity)?
         .into_iter()
-        .map(|(_, id)| indexed(st, EntityKind::EdgeRouter, id))
+        .map(|(_, id)| indexed(st, EntityKind::EdgeRouter, &id))
         .collect()
 }
 
@@ -370,29 +347,21 @@ pub fn advice(
     }
     let dial = by_type.remove("Dial").unwrap_or_default();
     let bind = by_type.remove("Bind").unwrap_or_default();
-    // Routers are shown as references: only their names are read.
-    let identity_router_ids =
-        router_ids_for(st, EntityKind::EdgeRouterPolicy, "identityRoles", identity)?;
-    let service_router_ids = router_ids_for(
+    // Routers are shown as references, whose names come with the index rows.
+    let identity_routers =
+        routers_for(st, EntityKind::EdgeRouterPolicy, "identityRoles", identity)?;
+    let service_routers = routers_for(
         st,
         EntityKind::ServiceEdgeRouterPolicy,
         "serviceRoles",
         service,
     )?;
-    let identity_routers = by_name(
-        st,
-        EntityKind::EdgeRouter,
-        identity_router_ids.iter().map(String::as_str),
-    )?;
-    let service_routers = by_name(
-        st,
-        EntityKind::EdgeRouter,
-        service_router_ids.iter().map(String::as_str),
-    )?;
-    let router_ref = |(name, id): &(String, &str)| json!({ "id": id, "name": name });
+    let service_router_ids: BTreeSet<&str> =
+        service_routers.iter().map(|(_, id)| id.as_str()).collect();
+    let router_ref = |(name, id): &(String, String)| json!({ "id": id, "name": name });
     let common: Vec<Value> = identity_routers
         .iter()
-        .filter(|(_, id)| service_router_ids.contains(*id))
+        .filter(|(_, id)| service_router_ids.contains(id.as_str()))
         .map(router_ref)
         .collect();
     let mut reasons = Vec::new();
@@ -432,10 +401,12 @@ mod tests {
     use crate::state::MemState;
     use crate::StateWrite;
 
-    /// Stores `record` as apply would (with its index rows), without validating it.
+    /// Stores `record` as apply would (with its name and index rows), without validating it.
     fn put(st: &mut MemState, kind: EntityKind, record: Value) {
         let id = str_of(&record, "id").to_owned();
         st.put(kind.table(), &id, &serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        st.put(&kind.name_index(), str_of(&record, "name"), id.as_bytes())
             .unwrap();
         index::on_change(st, kind, &id, None, Some(&record)).unwrap();
     }
@@ -918,12 +889,12 @@ mod consistency {
         }
     }
 
-    /// The index rows of `st`.
-    fn index_rows(st: &MemState) -> Vec<(String, String)> {
+    /// The index rows of `st`, with their values.
+    fn index_rows(st: &MemState) -> Vec<((String, String), Vec<u8>)> {
         st.map
-            .keys()
-            .filter(|(t, _)| t.starts_with("ix/"))
-            .cloned()
+            .iter()
+            .filter(|((t, _), _)| t.starts_with("ix/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
