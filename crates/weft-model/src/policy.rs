@@ -13,13 +13,11 @@
 //! candidate policies of an identity are the ones naming `#all`, `@<its id>` or one of its
 //! `#attributes` (each then checked in full, as `AllOf` needs every role), and the
 //! services or edge routers a policy selects are computed from the attribute index by set
-//! union (`AnyOf`) or intersection (`AllOf`), exactly, without decoding them. Records are
-//! decoded only when shown: the candidate policies, the services of the requested page
-//! (written from their stored JSON), the edge routers listed; the other services and
-//! routers of a result are read for their names alone, to order it. So the cost of a
-//! request follows the size of its answer, not of the network (a few hundred microseconds
-//! for an identity with 700 services among 10,000, with 100,000 identities and 2,000
-//! policies). Pure functions of a state view: every controller answers the same.
+//! union (`AnyOf`) or intersection (`AllOf`), exactly, with their names (which order the
+//! results) from the same rows. Records are read only when shown: the candidate policies,
+//! the services of the requested page (written from their stored JSON), the edge routers
+//! listed. So the cost of a request follows the size of its answer, not of the network.
+//! Pure functions of a state view: every controller answers the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
