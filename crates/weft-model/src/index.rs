@@ -7,7 +7,7 @@
 //!
 //! * `ix/<table>/attr/<attribute>`: the services and edge routers (`<table>` is their
 //!   entity table) that carry role attribute `<attribute>` (identities have none: see
-//!   [`ATTRIBUTE_KINDS`]). The value is the entity's name, denormalized: results are
+//!   `ATTRIBUTE_KINDS`). The value is the entity's name, denormalized: results are
 //!   shown in name order, and reading the names here saves a lookup and a decode per
 //!   entity of a result, which at hundreds of services per identity was most of a query;
 //! * `ix/<table>/<field>/<role>`: the policies of table `<table>` whose role list `<field>`
@@ -19,7 +19,7 @@
 //! never show up in entity listings; only snapshots carry them, which is what they are for.
 //!
 //! The rows are maintained by [`crate::apply`] (every entity create, update and delete goes
-//! through [`on_change`]), so every node derives the same rows from the same log. A state
+//! through `on_change`), so every node derives the same rows from the same log. A state
 //! written by a version without indexes has no `ix/meta` row: [`ensure`] builds every row
 //! from the entities alone, at the start of the first apply and whenever the store loads a
 //! state image. Both give the same rows, so nodes and snapshots agree whichever ran it.

@@ -227,7 +227,7 @@ pub fn services_with_permissions(
 
 /// One page (`offset`, at most `limit` items) of [`services_with_permissions`], and how
 /// many services there are in all. Only the page's services are read, each written from
-/// its stored JSON with `permissions` appended (see [`listed_service`]); the names that
+/// its stored JSON with `permissions` appended (see `listed_service`); the names that
 /// order the result come with the index rows.
 pub fn services_page(
     st: &dyn StateRead,
