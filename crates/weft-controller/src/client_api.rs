@@ -12,8 +12,8 @@ use weft_model::policy;
 use crate::app::Shared;
 use crate::auth::Session;
 use crate::error::ApiError;
-use crate::http::ok;
-use crate::resources::{paged, read_view};
+use crate::http::{mark_stale, ok, page};
+use crate::resources::read_view;
 
 /// The caller's identity record. The bootstrap administrator is not an identity entity; it
 /// is shown as an admin `User` with no role attributes (and so no policies select it).
@@ -52,8 +52,8 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = caller(&view, &claims.sub, claims.adm)?;
-    let all = policy::services_with_permissions(&view, &identity)?;
-    Ok(paged(all, &q, stale))
+    let (items, total) = policy::services_page(&view, &identity, q.paging.offset, q.paging.limit)?;
+    Ok(mark_stale(page(items, q.paging, total), stale))
 }
 
 /// `GET /edge/client/v1/controllers`: every member's id and API URL.

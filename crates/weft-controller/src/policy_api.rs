@@ -13,7 +13,7 @@ use weft_model::policy;
 use crate::app::Shared;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::http::{mark_stale, ok};
+use crate::http::{mark_stale, ok, page};
 use crate::resources::{paged, read_view};
 
 /// The record of `kind` with `id`, or 404.
@@ -36,8 +36,8 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     let (q, stale, view) = read_view(&state, raw.as_deref()).await?;
     let identity = found(&view, EntityKind::Identity, &id)?;
-    let items = policy::services_with_permissions(&view, &identity)?;
-    Ok(paged(items, &q, stale))
+    let (items, total) = policy::services_page(&view, &identity, q.paging.offset, q.paging.limit)?;
+    Ok(mark_stale(page(items, q.paging, total), stale))
 }
 
 /// `GET /identities/{id}/edge-routers`: edge routers the identity may use, by name.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::entity::{self, EntityKind};
+use crate::index;
 use crate::{rfc3339, DomainError, StateRead, StateWrite, StorageFault, UnixMs};
 
 const CLUSTER: &str = "cluster";
@@ -95,6 +96,9 @@ pub fn apply(
     cmd: &Command,
 ) -> Result<Result<Outcome, DomainError>, StorageFault> {
     let entity = |r: Result<Value, DomainError>| r.map(Outcome::Entity);
+    // A state from a version without the policy index gets it before its first command
+    // here (a no-op lookup of one row afterwards).
+    index::ensure(st)?;
     match cmd {
         Command::Bootstrap {
             ca_cert_pem,

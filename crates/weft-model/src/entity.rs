@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::filter::{Filter, Sort};
+use crate::index;
 use crate::schema::Schema;
 use crate::{validate, DomainError, StateRead, StateWrite, StorageFault};
 
@@ -77,7 +78,7 @@ pub const ROUTER_ENROLLED_FIELDS: [&str; 2] = ["isVerified", "fingerprint"];
 
 /// Fields kept in state but never shown by the API (nor matched by list filters, which
 /// could otherwise probe them).
-const SECRET_FIELDS: [&str; 1] = ["passwordHash"];
+pub(crate) const SECRET_FIELDS: [&str; 1] = ["passwordHash"];
 
 /// The kinds whose records hold role lists naming other entities (`@id`).
 const POLICY_KINDS: [EntityKind; 3] = [
@@ -143,7 +144,8 @@ impl EntityKind {
         record
     }
 
-    fn name_index(self) -> String {
+    /// The table of the unique-name index: name -> id.
+    pub(crate) fn name_index(self) -> String {
         format!("{}.by-name", self.table())
     }
 
@@ -437,19 +439,20 @@ impl EntityKind {
         id: &str,
     ) -> Result<Option<String>, StorageFault> {
         let at_id = format!("@{id}");
+        if POLICY_KINDS
+            .iter()
+            .any(|k| k.role_fields().iter().any(|(_, t)| *t == self))
+        {
+            // Policies naming `@id` are read off the role index, not found by a scan.
+            index::require(st)?;
+        }
         for kind in POLICY_KINDS {
             for (field, target) in kind.role_fields() {
                 if *target != self {
                     continue;
                 }
-                for policy in all(st, kind)? {
-                    if strings(&policy, field).contains(&at_id) {
-                        return Ok(Some(format!(
-                            "{} {} ({field})",
-                            kind.singular(),
-                            str_field(&policy, "id")
-                        )));
-                    }
+                if let Some(policy) = index::first_policy_with_role(st, kind, field, &at_id)? {
+                    return Ok(Some(format!("{} {policy} ({field})", kind.singular())));
                 }
             }
         }
@@ -676,6 +679,7 @@ pub(crate) fn create(
     }
     st.put(kind.table(), id, &encode(record))?;
     st.put(&kind.name_index(), name, id.as_bytes())?;
+    index::on_change(st, kind, id, None, Some(record))?;
     Ok(Ok(record.clone()))
 }
 
@@ -686,12 +690,13 @@ pub(crate) fn update(
     patch: &Map<String, Value>,
     updated_at: &str,
 ) -> Result<Result<Value, DomainError>, StorageFault> {
-    let Some(mut record) = get(st, kind, id)? else {
+    let Some(old) = get(st, kind, id)? else {
         return Ok(Err(DomainError::NotFound {
             kind: kind.singular().into(),
             id: id.into(),
         }));
     };
+    let mut record = old.clone();
     let old_name = str_field(&record, "name").to_owned();
     if let Some(obj) = record.as_object_mut() {
         for (k, v) in patch {
@@ -720,6 +725,7 @@ pub(crate) fn update(
         st.put(&kind.name_index(), &new_name, id.as_bytes())?;
     }
     st.put(kind.table(), id, &encode(&record))?;
+    index::on_change(st, kind, id, Some(&old), Some(&record))?;
     Ok(Ok(record))
 }
 
@@ -754,12 +760,15 @@ pub(crate) fn delete(
     for (child, field) in owned {
         for a in all(st, *child)? {
             if str_field(&a, field) == id {
+                let aid = str_field(&a, "id");
                 st.delete(&child.name_index(), str_field(&a, "name"))?;
-                st.delete(child.table(), str_field(&a, "id"))?;
+                st.delete(child.table(), aid)?;
+                index::on_change(st, *child, aid, Some(&a), None)?;
             }
         }
     }
     st.delete(&kind.name_index(), str_field(&record, "name"))?;
     st.delete(kind.table(), id)?;
+    index::on_change(st, kind, id, Some(&record), None)?;
     Ok(Ok(record))
 }

@@ -11,6 +11,15 @@ pub trait StateRead {
     fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StorageFault>;
     /// Every `(key, value)` of `table`, in key order.
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault>;
+    /// Every key of `table`, in order: an index lookup (see [`crate::index`]), which needs
+    /// no values. Stores override it to skip copying the values.
+    fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
+        Ok(self.scan(table)?.into_iter().map(|(k, _)| k).collect())
+    }
+    /// Whether `table/key` exists. Stores override it to skip copying the value.
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
+        Ok(self.get(table, key)?.is_some())
+    }
 }
 
 /// Write access to replicated state (inside one transaction of the store).

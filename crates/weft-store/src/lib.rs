@@ -372,9 +372,12 @@ impl Store {
 
     /// Replaces the whole replicated state (state rows + sm meta) with an
     /// [`export_state`](Store::export_state) image, atomically. The bytes are fully decoded
-    /// first, so a corrupt image changes nothing.
+    /// first, so a corrupt image changes nothing. An image written by a version without the
+    /// policy index gets its index rows here ([`weft_model::index::ensure`]: a function of
+    /// the image alone, so every node loading it agrees), before anyone reads it.
     pub fn import_state(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        let image = Image::decode(bytes)?;
+        let mut image = Image::decode(bytes)?;
+        weft_model::index::ensure(&mut StateTxn::new(&mut image))?;
         let _one_writer = lock(&self.writer);
         *lock(&self.state) = image;
         Ok(())
@@ -608,6 +611,7 @@ mod tests {
             t.put("services", "id1", b"{\"name\":\"web\"}")?;
             t.put("services.by-name", "web", b"id1")?;
             t.put("weird\u{0}table", "k\u{0}", &[0, 255, 1])?;
+            weft_model::index::ensure(t)?;
             t.put_sm_meta("applied", b"{\"index\":3}")
         })
         .unwrap();
@@ -662,6 +666,34 @@ mod tests {
         assert_eq!(b.export_state().unwrap(), image);
     }
 
+    /// An image from a version without the policy index (a snapshot file, a snapshot sent
+    /// by such a node) gets its index rows when it is loaded, before anything reads it; an
+    /// image that has them is loaded as it is.
+    #[test]
+    fn an_image_without_the_policy_index_gets_it_on_import() {
+        let (_d1, old) = open();
+        old.write_state(|t| {
+            t.put(
+                "services",
+                "s1",
+                br#"{"id":"s1","name":"web","roleAttributes":["web"]}"#,
+            )?;
+            t.put("services.by-name", "web", b"s1")
+        })
+        .unwrap();
+        let image = old.export_state().unwrap();
+        let (_d2, new) = open();
+        new.import_state(&image).unwrap();
+        let v = new.read_state().unwrap();
+        assert!(weft_model::index::is_built(&v).unwrap());
+        assert_eq!(v.keys("ix/services/attr/web").unwrap(), vec!["s1"]);
+        let indexed = new.export_state().unwrap();
+        assert_ne!(indexed, image);
+        let (_d3, again) = open();
+        again.import_state(&indexed).unwrap();
+        assert_eq!(again.export_state().unwrap(), indexed, "nothing to add");
+    }
+
     #[test]
     fn reopen_keeps_durable_data() {
         let dir = tempfile::tempdir().unwrap();
@@ -709,7 +741,11 @@ mod tests {
         assert!(s.legacy_state().unwrap().is_none(), "a new store has none");
         let mut enc = export::Encoder::new();
         enc.count(1);
-        for b in [b"services".as_slice(), b"id1", b"web"] {
+        for b in [
+            b"services".as_slice(),
+            b"id1",
+            br#"{"id":"id1","name":"web"}"#,
+        ] {
             enc.bytes(b);
         }
         enc.count(1);
@@ -724,7 +760,7 @@ mod tests {
         s.import_state(&image).unwrap();
         assert_eq!(
             s.read_state().unwrap().get("services", "id1").unwrap(),
-            Some(b"web".to_vec())
+            Some(br#"{"id":"id1","name":"web"}"#.to_vec())
         );
         s.drop_legacy_state().unwrap();
         assert!(s.legacy_state().unwrap().is_none());

@@ -25,6 +25,22 @@ use crate::{export, StoreError};
 /// `(table, key)`: ordered by table first, so one table is one contiguous range.
 type Key = (Arc<str>, Arc<str>);
 
+/// A [`Key`] made of borrowed strings, to look rows up without allocating a key (reads
+/// outnumber writes, and a policy query reads hundreds of rows).
+struct Probe<'a>(&'a str, &'a str);
+
+impl equivalent::Equivalent<Key> for Probe<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == &*key.0 && self.1 == &*key.1
+    }
+}
+
+impl equivalent::Comparable<Key> for Probe<'_> {
+    fn compare(&self, key: &Key) -> std::cmp::Ordering {
+        self.0.cmp(&key.0).then_with(|| self.1.cmp(&key.1))
+    }
+}
+
 /// The whole replicated state: the state rows and the state-machine metadata (applied log
 /// id, membership) that describes them. Cloning is O(1).
 #[derive(Clone, Default)]
@@ -60,18 +76,30 @@ impl Image {
     }
 
     fn get(&self, table: &str, k: &str) -> Option<Vec<u8>> {
-        self.state.get(&key(table, k)).map(|v| v.to_vec())
+        self.state.get(&Probe(table, k)).map(|v| v.to_vec())
     }
 
-    /// All rows of one logical table: the keys `[(table, ""), (table + "\0", ""))`, because
+    /// The rows of one logical table: the keys `[(table, ""), (table + "\0", ""))`, because
     /// `table + "\0"` is the smallest string greater than `table`.
+    fn table(&self, table: &str) -> impl Iterator<Item = (&Key, &Arc<[u8]>)> {
+        let upper = format!("{table}\0");
+        self.state.range(Probe(table, "")..Probe(&upper, ""))
+    }
+
+    /// All rows of one logical table, in key order.
     fn scan(&self, table: &str) -> Vec<(String, Vec<u8>)> {
-        let lower = key(table, "");
-        let upper = key(&format!("{table}\0"), "");
-        self.state
-            .range(lower..upper)
+        self.table(table)
             .map(|((_, k), v)| (k.to_string(), v.to_vec()))
             .collect()
+    }
+
+    /// The keys of one logical table, without copying values.
+    fn keys(&self, table: &str) -> Vec<String> {
+        self.table(table).map(|((_, k), _)| k.to_string()).collect()
+    }
+
+    fn contains(&self, table: &str, k: &str) -> bool {
+        self.state.contains_key(&Probe(table, k))
     }
 
     /// Serializes the image in the export format (a raft snapshot's payload).
@@ -128,6 +156,14 @@ impl StateRead for StateTxn<'_> {
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         Ok(self.image.scan(table))
     }
+
+    fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
+        Ok(self.image.keys(table))
+    }
+
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
+        Ok(self.image.contains(table, key))
+    }
 }
 
 impl StateWrite for StateTxn<'_> {
@@ -137,7 +173,7 @@ impl StateWrite for StateTxn<'_> {
     }
 
     fn delete(&mut self, table: &str, k: &str) -> Result<(), StorageFault> {
-        self.image.state.remove(&key(table, k));
+        self.image.state.remove(&Probe(table, k));
         Ok(())
     }
 }
@@ -183,5 +219,13 @@ impl StateRead for StateView {
 
     fn scan(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StorageFault> {
         Ok(self.image.scan(table))
+    }
+
+    fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
+        Ok(self.image.keys(table))
+    }
+
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
+        Ok(self.image.contains(table, key))
     }
 }
