@@ -285,10 +285,10 @@ weft_version() {
   echo "${v:-unknown}"
 }
 
-# applied index of node i, from its /metrics (weft_raft_applied_index)
+# applied index of node i, from its /health-checks (appliedIndex)
 applied_index() {
-  curl -sS --max-time 2 --cacert "$(weft_ca)" "$(weft_url "$1")/metrics" 2>/dev/null |
-    awk '$1 == "weft_raft_applied_index" { printf "%d\n", $2; exit }'
+  curl -sS --max-time 2 --cacert "$(weft_ca)" "$(weft_url "$1")/health-checks" 2>/dev/null |
+    jq -r '.data.appliedIndex // empty'
 }
 all_caught_up() { # every node has applied what the leader has
   local l a i
