@@ -491,6 +491,8 @@ mod tests {
             check_described::<EdgeRouterPolicyPatch>(),
             check_described::<ServiceEdgeRouterPolicyCreate>(),
             check_described::<ServiceEdgeRouterPolicyPatch>(),
+            check_described::<AuthPolicyCreate>(),
+            check_described::<AuthPolicyPatch>(),
             check_described::<AuthenticatorCreate>(),
             check_described::<AuthenticatorPatch>(),
             check_described::<PasswordLogin>(),

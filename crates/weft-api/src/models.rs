@@ -140,6 +140,44 @@ fn dial() -> PolicyType {
 fn no_enrollment() -> Option<IdentityEnrollment> {
     None
 }
+fn default_auth_policy() -> String {
+    DEFAULT_AUTH_POLICY.into()
+}
+fn all_primary() -> AuthPolicyPrimary {
+    AuthPolicyPrimary::default()
+}
+
+/// The id of the built-in auth policy every identity has unless given another: every
+/// primary method allowed (OpenZiti's `default`).
+pub const DEFAULT_AUTH_POLICY: &str = "default";
+
+/// Whether one primary authentication method is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodAllowed {
+    pub allowed: bool,
+}
+
+impl Default for MethodAllowed {
+    fn default() -> Self {
+        MethodAllowed { allowed: true }
+    }
+}
+
+/// The primary authentication methods of an auth policy (OpenZiti's `primary`): `cert`
+/// (an enrolled certificate) and `updb` (username and password). Omitted: allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthPolicyPrimary {
+    #[serde(default)]
+    pub cert: MethodAllowed,
+    #[serde(default)]
+    pub updb: MethodAllowed,
+}
+
+impl crate::describe::HasShape for AuthPolicyPrimary {
+    const SHAPE: crate::describe::Shape = crate::describe::Shape::Json;
+}
 
 /// `enrollment` of an identity create body: what enrollment to open with the identity
 /// (OpenZiti's shape; only `ott` here).
@@ -185,9 +223,21 @@ entity_bodies! {
         /// Admins may use the management API.
         is_admin: bool = "no",
         role_attributes: Vec<String> = "no_strings",
+        /// The auth policy saying how it may log in (`default`: any method).
+        auth_policy_id: String = "default_auth_policy",
         /// Create only: `{"ott": true}` opens a one-time-token enrollment with the identity
         /// (see `enrollments`); never stored on the identity.
         enrollment: Option<IdentityEnrollment> = "no_enrollment",
+    }
+}
+
+entity_bodies! {
+    /// `POST /edge/management/v1/auth-policies`.
+    AuthPolicyCreate,
+    /// `PATCH /edge/management/v1/auth-policies/{id}`.
+    AuthPolicyPatch {
+        /// `{"cert": {"allowed": bool}, "updb": {"allowed": bool}}`; omitted: allowed.
+        primary: AuthPolicyPrimary = "all_primary",
     }
 }
 

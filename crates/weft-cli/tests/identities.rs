@@ -191,3 +191,76 @@ async fn identities_log_in_with_updb_and_see_only_what_policies_grant() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_policies_decide_which_login_methods_an_identity_may_use() {
+    bounded("auth_policies_decide_which_login_methods_an_identity_may_use", async {
+        let cluster = start(1).await?;
+        let admin = cluster.client().await?;
+        let ca = cluster.ca_pem().to_owned();
+        let b0 = cluster.url(0);
+
+        let no_pw = create(
+            &admin,
+            &b0,
+            "auth-policies",
+            json!({"name": "cert-only", "primary": {"updb": {"allowed": false}}}),
+        )
+        .await?;
+        ensure!(no_pw["primary"]["cert"]["allowed"] == true, "omitted methods are allowed: {no_pw}");
+        let pid = no_pw["id"].as_str().context("id")?.to_owned();
+        let eve = create(&admin, &b0, "identities", json!({"name": "eve", "authPolicyId": pid})).await?;
+        ensure!(eve["authPolicyId"] == pid.as_str(), "{eve}");
+        let eve_id = eve["id"].as_str().context("id")?.to_owned();
+        let plain = create(&admin, &b0, "identities", json!({"name": "frank"})).await?;
+        ensure!(plain["authPolicyId"] == "default", "{plain}");
+        create(
+            &admin,
+            &b0,
+            "authenticators",
+            json!({"method": "updb", "identityId": eve_id, "username": "eve", "password": "long enough"}),
+        )
+        .await?;
+
+        // The policy forbids passwords: the right password is refused like a wrong one.
+        let (_, r) = login(&ca, &b0, "eve", "long enough").await?;
+        ensure!(r.status == 401 && r.code() == Some("INVALID_AUTH"), "{} {}", r.status, r.body);
+        // Back to the default policy: the same login works.
+        let r = admin
+            .send(
+                Method::PATCH,
+                &format!("{b0}{MGMT}/identities/{eve_id}"),
+                Some(br#"{"authPolicyId": "default"}"#),
+            )
+            .await?;
+        ensure!(r.status == 200, "{} {}", r.status, r.body);
+        let (_, r) = login(&ca, &b0, "eve", "long enough").await?;
+        ensure!(r.status == 200, "{} {}", r.status, r.body);
+
+        // Bad references, and deleting a policy an identity uses.
+        for (body, what) in [
+            (json!({"name": "g", "authPolicyId": "nope"}), "unknown policy"),
+            (json!({"name": "h", "authPolicyId": ""}), "empty policy id"),
+        ] {
+            let r = admin.post(&format!("{b0}{MGMT}/identities"), &body).await?;
+            ensure!(r.status == 400 && r.code() == Some("INVALID_FIELD"), "{what}: {} {}", r.status, r.body);
+        }
+        let r = admin
+            .post(&format!("{b0}{MGMT}/auth-policies"), &json!({"name": "x", "primary": {"totp": {}}}))
+            .await?;
+        ensure!(r.status == 400, "unknown method: {} {}", r.status, r.body);
+        let r = admin
+            .send(
+                Method::PATCH,
+                &format!("{b0}{MGMT}/identities/{eve_id}"),
+                Some(format!(r#"{{"authPolicyId": "{pid}"}}"#).as_bytes()),
+            )
+            .await?;
+        ensure!(r.status == 200, "{} {}", r.status, r.body);
+        let r = admin.send(Method::DELETE, &format!("{b0}{MGMT}/auth-policies/{pid}"), None).await?;
+        ensure!(r.status == 409 && r.code() == Some("CAN_NOT_DELETE_REFERENCED_ENTITY"), "{} {}", r.status, r.body);
+        cluster.finish();
+        Ok(())
+    })
+    .await;
+}

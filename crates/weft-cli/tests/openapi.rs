@@ -341,6 +341,7 @@ async fn every_operation_in_the_document_needs_its_credential() {
         ids.insert("configs".into(), create(&admin, &b0, "configs", json!({"name": "cfg", "configTypeId": ct, "data": {}})).await?);
         ids.insert("service-policies".into(), create(&admin, &b0, "service-policies", json!({"name": "sp", "identityRoles": ["#all"], "serviceRoles": ["#all"]})).await?);
         ids.insert("edge-router-policies".into(), create(&admin, &b0, "edge-router-policies", json!({"name": "erp", "identityRoles": ["#all"], "edgeRouterRoles": ["#all"]})).await?);
+        ids.insert("auth-policies".into(), create(&admin, &b0, "auth-policies", json!({"name": "ap"})).await?);
         ids.insert("service-edge-router-policies".into(), create(&admin, &b0, "service-edge-router-policies", json!({"name": "serp", "serviceRoles": ["#all"], "edgeRouterRoles": ["#all"]})).await?);
         let mut bob_c = cluster.plain_client(WAIT)?;
         bob_c.login(&b0, "bob", "correct horse").await?;

@@ -24,7 +24,8 @@ fn caller(view: &weft_store::StateView, sub: &str, admin: bool) -> Result<Value,
     if admin && weft_model::admin(view, sub)?.is_some() {
         return Ok(json!({
             "id": sub, "name": sub, "type": "User", "isAdmin": true,
-            "roleAttributes": [], "tags": {}
+            "roleAttributes": [], "tags": {},
+            "authPolicyId": weft_api::models::DEFAULT_AUTH_POLICY,
         }));
     }
     // The identity was deleted after the session began.

@@ -253,6 +253,12 @@ fn hash(password: &str) -> Result<String, ApiError> {
 }
 
 resource!(
+    AuthPolicies,
+    AuthPolicy,
+    models::AuthPolicyCreate,
+    models::AuthPolicyPatch
+);
+resource!(
     ServiceEdgeRouterPolicies,
     ServiceEdgeRouterPolicy,
     models::ServiceEdgeRouterPolicyCreate,
@@ -369,6 +375,7 @@ pub fn all(routes: Routes, base: &str) -> Routes {
     let routes = self::routes::<EdgeRouterPolicies>(routes, base);
     let routes = self::routes::<ServiceEdgeRouterPolicies>(routes, base);
     let routes = self::routes::<crate::enroll::Enrollments>(routes, base);
+    let routes = self::routes::<AuthPolicies>(routes, base);
     self::routes::<Authenticators>(routes, base)
 }
 
@@ -590,6 +597,7 @@ mod tests {
         check::<ServicePolicies>(required::<ServicePolicies>());
         check::<EdgeRouterPolicies>(required::<EdgeRouterPolicies>());
         check::<ServiceEdgeRouterPolicies>(required::<ServiceEdgeRouterPolicies>());
+        check::<AuthPolicies>(required::<AuthPolicies>());
         check::<Authenticators>(serde_json::json!({
             "method": "updb", "identityId": "i", "username": "u", "password": "long enough"
         }));

@@ -151,6 +151,12 @@ fn cert_login(state: &Shared, fingerprint: Option<&str>) -> Result<Response, Api
             "this certificate belongs to no enrolled identity",
         ));
     };
+    if !entity::auth_method_allowed(&view, &identity, "cert")? {
+        return Err(ApiError::new(
+            ErrorCode::InvalidAuth,
+            "the identity's auth policy does not allow certificate login",
+        ));
+    }
     let id = identity["id"].as_str().unwrap_or_default().to_owned();
     let is_admin = identity["isAdmin"].as_bool().unwrap_or(false);
     Ok(ok(issue(state, weft_model::new_id(), id, is_admin)))
@@ -175,6 +181,10 @@ fn identity_login(
     let Some(identity) = entity::get(view, EntityKind::Identity, identity_id)? else {
         return Ok(None);
     };
+    if !entity::auth_method_allowed(view, &identity, "updb")? {
+        // As a wrong password: no hint which accounts exist or how they log in.
+        return Ok(None);
+    }
     Ok(Some((
         identity_id.to_owned(),
         identity["isAdmin"].as_bool().unwrap_or(false),

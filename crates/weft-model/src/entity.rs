@@ -25,6 +25,7 @@ pub enum EntityKind {
     ServiceEdgeRouterPolicy,
     Authenticator,
     Enrollment,
+    AuthPolicy,
 }
 
 /// An authenticator as stored. `updb`: `name` is the username, `passwordHash` its argon2id
@@ -89,7 +90,7 @@ const POLICY_KINDS: [EntityKind; 3] = [
 
 impl EntityKind {
     /// Every kind.
-    pub const ALL: [EntityKind; 10] = [
+    pub const ALL: [EntityKind; 11] = [
         EntityKind::Service,
         EntityKind::Identity,
         EntityKind::EdgeRouter,
@@ -100,6 +101,7 @@ impl EntityKind {
         EntityKind::ServiceEdgeRouterPolicy,
         EntityKind::Authenticator,
         EntityKind::Enrollment,
+        EntityKind::AuthPolicy,
     ];
 
     /// The table the records live in (also the REST collection name).
@@ -115,6 +117,7 @@ impl EntityKind {
             EntityKind::ServiceEdgeRouterPolicy => "service-edge-router-policies",
             EntityKind::Authenticator => "authenticators",
             EntityKind::Enrollment => "enrollments",
+            EntityKind::AuthPolicy => "auth-policies",
         }
     }
 
@@ -131,14 +134,21 @@ impl EntityKind {
             EntityKind::ServiceEdgeRouterPolicy => "service edge router policy",
             EntityKind::Authenticator => "authenticator",
             EntityKind::Enrollment => "enrollment",
+            EntityKind::AuthPolicy => "auth policy",
         }
     }
 
-    /// The record as the API shows it: without secret fields.
+    /// The record as the API shows it: without secret fields, with the defaults of fields
+    /// added since it was stored.
     pub fn public(self, mut record: Value) -> Value {
         if let Some(obj) = record.as_object_mut() {
             for f in SECRET_FIELDS {
                 obj.remove(f);
+            }
+            if self == EntityKind::Identity {
+                // Records from before auth policies have the default one.
+                obj.entry("authPolicyId")
+                    .or_insert_with(|| weft_api::models::DEFAULT_AUTH_POLICY.into());
             }
         }
         record
@@ -208,7 +218,18 @@ impl EntityKind {
             }
             EntityKind::Identity => {
                 let b: m::IdentityCreate = parse(body)?;
+                validate::ids("authPolicyId", std::slice::from_ref(&b.auth_policy_id))?;
                 validate::role_attributes("roleAttributes", &b.role_attributes)
+            }
+            EntityKind::AuthPolicy => {
+                let _: m::AuthPolicyCreate = parse(body)?;
+                if str_field(record, "id") == m::DEFAULT_AUTH_POLICY {
+                    return Err(DomainError::InvalidField {
+                        field: "id".into(),
+                        reason: "\"default\" is the built-in auth policy".into(),
+                    });
+                }
+                Ok(())
             }
             EntityKind::EdgeRouter => {
                 let b: m::EdgeRouterCreate = parse(body)?;
@@ -395,6 +416,21 @@ impl EntityKind {
                 }
                 Ok(())
             }
+            EntityKind::Identity => {
+                let policy = str_field(record, "authPolicyId");
+                if !policy.is_empty()
+                    && policy != weft_api::models::DEFAULT_AUTH_POLICY
+                    && get(st, EntityKind::AuthPolicy, policy)?.is_none()
+                {
+                    return Err(invalid(
+                        "authPolicyId".into(),
+                        format!(
+                            "no auth policy has id {policy:?} (\"default\" allows every method)"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
             EntityKind::Enrollment => {
                 let (kind, field) = match str_field(record, "method") {
                     "erott" => (EntityKind::EdgeRouter, "edgeRouterId"),
@@ -457,6 +493,7 @@ impl EntityKind {
             }
         }
         let (user, field) = match self {
+            EntityKind::AuthPolicy => (EntityKind::Identity, "authPolicyId"),
             EntityKind::ConfigType => (EntityKind::Config, "configTypeId"),
             EntityKind::Config => (EntityKind::Service, "configs"),
             _ => return Ok(None),
@@ -498,6 +535,22 @@ fn check_config(config_type: &Value, config: &Value, field: &str) -> Result<(), 
             invalid(String::new(), format!("data{}: {}", e.path, e.message))
         }
     })
+}
+
+/// Whether `identity`'s auth policy allows primary method `method` (`updb` or `cert`). An
+/// identity without `authPolicyId` (older records), or with `default`, may use any.
+pub fn auth_method_allowed(
+    st: &dyn StateRead,
+    identity: &Value,
+    method: &str,
+) -> Result<bool, StorageFault> {
+    let policy = str_field(identity, "authPolicyId");
+    if policy.is_empty() || policy == weft_api::models::DEFAULT_AUTH_POLICY {
+        return Ok(true);
+    }
+    // A policy cannot be deleted while an identity names it; if it is gone anyway, refuse.
+    Ok(get(st, EntityKind::AuthPolicy, policy)?
+        .is_some_and(|p| p["primary"][method]["allowed"].as_bool().unwrap_or(true)))
 }
 
 /// A SHA-256 fingerprint as stored: 64 lowercase hex digits.
