@@ -202,17 +202,7 @@ pub fn pinned_http_client(
     ca_fingerprint: &str,
     timeout: Duration,
 ) -> Result<reqwest::Client, TlsError> {
-    let provider = provider();
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCa {
-            fingerprint: ca_fingerprint.to_ascii_lowercase(),
-            provider,
-        }))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
-    build_client(config, timeout)
+    checked_client(Some(ca_fingerprint.to_ascii_lowercase()), timeout)
 }
 
 /// HTTPS client that accepts ANY server certificate for any host name.
@@ -221,11 +211,16 @@ pub fn pinned_http_client(
 /// cluster certificate yet and is sent nothing secret. Handshake signatures are still
 /// checked, so the server must hold the key of the certificate it presents.
 pub fn insecure_http_client(timeout: Duration) -> Result<reqwest::Client, TlsError> {
+    checked_client(None, timeout)
+}
+
+/// A client whose server check is [`ServerCheck`] with this pin.
+fn checked_client(pin: Option<String>, timeout: Duration) -> Result<reqwest::Client, TlsError> {
     let provider = provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider }))
+        .with_custom_certificate_verifier(Arc::new(ServerCheck { pin, provider }))
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     build_client(config, timeout)
@@ -243,8 +238,8 @@ fn build_client(config: ClientConfig, timeout: Duration) -> Result<reqwest::Clie
         .build()?)
 }
 
-/// Why [`PinnedCa`] refuses a server: none of its certificates is the pinned CA. (rustls
-/// shows it with `Debug`, hence the same text there.)
+/// Why a pinned [`ServerCheck`] refuses a server: none of its certificates is the pinned
+/// CA. (rustls shows it with `Debug`, hence the same text there.)
 #[derive(thiserror::Error)]
 #[error("the server's CA does not match the join token")]
 struct NotThePinnedCa;
@@ -255,15 +250,18 @@ impl std::fmt::Debug for NotThePinnedCa {
     }
 }
 
-/// Verifies a server against the CA certificate in its own chain whose fingerprint is
-/// the pinned one (see [`pinned_http_client`]).
+/// The server check of the clients that hold no CA yet. With a pin (see
+/// [`pinned_http_client`]): the server's chain must hold a CA certificate of that
+/// fingerprint, which must have issued the server's certificate for the host name.
+/// Without one (see [`insecure_http_client`]): any certificate. Either way the handshake
+/// signatures are checked, so the server holds the key of what it presents.
 #[derive(Debug)]
-struct PinnedCa {
-    fingerprint: String,
+struct ServerCheck {
+    pin: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCa {
+impl ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -272,9 +270,12 @@ impl ServerCertVerifier for PinnedCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = &self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let ca = intermediates
             .iter()
-            .find(|c| crate::pki::der_fingerprint(c) == self.fingerprint)
+            .find(|c| crate::pki::der_fingerprint(c) == *pin)
             .ok_or_else(|| {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
                     rustls::OtherError(Arc::new(NotThePinnedCa)),
@@ -287,58 +288,6 @@ impl ServerCertVerifier for PinnedCa {
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct AcceptAnyServerCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
