@@ -13,17 +13,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use weft_testkit::client::{Reply, TestClient};
 
-async fn create(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Result<Value> {
-    let r = c.post(&format!("{base}{MGMT}/{coll}"), &body).await?;
-    ensure!(
-        r.status == 201,
-        "create {coll}: HTTP {} {}",
-        r.status,
-        r.body
-    );
-    Ok(r.data().clone())
-}
-
 /// Runs `weft enroll TOKEN_FILE --out OUT`; (success, stdout + stderr).
 fn weft_enroll(dir: &std::path::Path, jwt: &str, out: &str) -> anyhow::Result<(bool, String)> {
     let token_file = dir.join(format!("{out}.jwt"));

@@ -9,19 +9,8 @@ mod common;
 use anyhow::{ensure, Context};
 use common::*;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use weft_testkit::client::{Reply, TestClient};
-
-async fn create(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Result<Value> {
-    let r = c.post(&format!("{base}{MGMT}/{coll}"), &body).await?;
-    ensure!(
-        r.status == 201,
-        "create {coll}: HTTP {} {}",
-        r.status,
-        r.body
-    );
-    Ok(r.data().clone())
-}
 
 /// Logs in on `base` with a fresh client; the reply of authenticate.
 async fn login(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -17,17 +17,6 @@ async fn post(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Re
 }
 
 /// Creates an entity, expecting 201; returns its id.
-async fn create(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Result<String> {
-    let r = post(c, base, coll, body.clone()).await?;
-    ensure!(
-        r.status == 201,
-        "create {coll} {body}: HTTP {} {}",
-        r.status,
-        r.body
-    );
-    Ok(r.data()["id"].as_str().context("no id")?.to_owned())
-}
-
 /// Expects an error reply with this status and code; returns `error.cause`.
 fn refused(what: &str, r: &Reply, status: u16, code: &str) -> anyhow::Result<String> {
     ensure!(
@@ -51,15 +40,15 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
         let b = b.as_str();
 
         // Identities and routers, with defaults filled in.
-        let alice = create(&c, b, "identities", json!({"name": "alice", "roleAttributes": ["dev"]})).await?;
+        let alice = create_id(&c, b, "identities", json!({"name": "alice", "roleAttributes": ["dev"]})).await?;
         let r = c.get(&format!("{b}{MGMT}/identities/{alice}")).await?;
         ensure!(
             r.data()["type"] == "User" && r.data()["isAdmin"] == false,
             "identity defaults: {}",
             r.body
         );
-        create(&c, b, "identities", json!({"name": "laptop", "type": "Device"})).await?;
-        let router = create(&c, b, "edge-routers", json!({"name": "er1", "roleAttributes": ["eu"]})).await?;
+        create_id(&c, b, "identities", json!({"name": "laptop", "type": "Device"})).await?;
+        let router = create_id(&c, b, "edge-routers", json!({"name": "er1", "roleAttributes": ["eu"]})).await?;
         let r = post(&c, b, "identities", json!({"name": "x", "type": "Robot"})).await?;
         refused("identity of an unknown type", &r, 400, "COULD_NOT_PARSE_BODY")?;
         let r = post(&c, b, "identities", json!({"name": "y", "favouriteColour": "red"})).await?;
@@ -75,10 +64,10 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
             },
             "additionalProperties": false
         });
-        let host_v1 = create(&c, b, "config-types", json!({"name": "host.v1", "schema": schema})).await?;
+        let host_v1 = create_id(&c, b, "config-types", json!({"name": "host.v1", "schema": schema})).await?;
         let r = post(&c, b, "config-types", json!({"name": "bad", "schema": {"type": "whatever"}})).await?;
         refused("config type with a bad schema", &r, 400, "INVALID_FIELD")?;
-        let cfg = create(
+        let cfg = create_id(
             &c,
             b,
             "configs",
@@ -106,7 +95,7 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
         refused("schema change that existing configs fail", &r, 400, "INVALID_FIELD")?;
 
         // Services take configs (one per type).
-        let web = create(
+        let web = create_id(
             &c,
             b,
             "services",
@@ -120,7 +109,7 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
             "service defaults: {}",
             r.body
         );
-        let cfg2 = create(
+        let cfg2 = create_id(
             &c,
             b,
             "configs",
@@ -131,7 +120,7 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
         refused("two configs of one type", &r, 400, "INVALID_FIELD")?;
 
         // Policies: roles must be #attr, @id (of an existing entity of the right kind) or #all.
-        let dial = create(
+        let dial = create_id(
             &c,
             b,
             "service-policies",
@@ -147,14 +136,14 @@ async fn entities_validate_references_and_refuse_deleting_what_is_referenced() {
             let r = post(&c, b, "service-policies", body).await?;
             ensure!(r.status == 400, "{what}: HTTP {} {}", r.status, r.body);
         }
-        let erp = create(
+        let erp = create_id(
             &c,
             b,
             "edge-router-policies",
             json!({"name": "all-to-er1", "identityRoles": ["#all"], "edgeRouterRoles": [format!("@{router}")]}),
         )
         .await?;
-        create(
+        create_id(
             &c,
             b,
             "service-edge-router-policies",

@@ -298,17 +298,6 @@ async fn call(
     c.send(method, &url, body.as_deref()).await
 }
 
-async fn create(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Result<String> {
-    let r = c.post(&format!("{base}{MGMT}/{coll}"), &body).await?;
-    ensure!(
-        r.status == 201,
-        "create {coll}: HTTP {} {}",
-        r.status,
-        r.body
-    );
-    Ok(r.data()["id"].as_str().context("id")?.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_in_the_document_needs_its_credential() {
     bounded("every_operation_in_the_document_needs_its_credential", async {
@@ -330,19 +319,19 @@ async fn every_operation_in_the_document_needs_its_credential() {
 
         // An entity of every kind, whose ids stand in for `{id}`; bob is no admin.
         let mut ids = BTreeMap::new();
-        let bob = create(&admin, &b0, "identities", json!({"name": "bob"})).await?;
+        let bob = create_id(&admin, &b0, "identities", json!({"name": "bob"})).await?;
         ids.insert("identities".to_owned(), bob.clone());
-        let auth = create(&admin, &b0, "authenticators", json!({"method": "updb", "identityId": bob, "username": "bob", "password": "correct horse"})).await?;
+        let auth = create_id(&admin, &b0, "authenticators", json!({"method": "updb", "identityId": bob, "username": "bob", "password": "correct horse"})).await?;
         ids.insert("authenticators".into(), auth);
-        ids.insert("services".into(), create(&admin, &b0, "services", json!({"name": "web"})).await?);
-        ids.insert("edge-routers".into(), create(&admin, &b0, "edge-routers", json!({"name": "er1"})).await?);
-        let ct = create(&admin, &b0, "config-types", json!({"name": "ct"})).await?;
+        ids.insert("services".into(), create_id(&admin, &b0, "services", json!({"name": "web"})).await?);
+        ids.insert("edge-routers".into(), create_id(&admin, &b0, "edge-routers", json!({"name": "er1"})).await?);
+        let ct = create_id(&admin, &b0, "config-types", json!({"name": "ct"})).await?;
         ids.insert("config-types".into(), ct.clone());
-        ids.insert("configs".into(), create(&admin, &b0, "configs", json!({"name": "cfg", "configTypeId": ct, "data": {}})).await?);
-        ids.insert("service-policies".into(), create(&admin, &b0, "service-policies", json!({"name": "sp", "identityRoles": ["#all"], "serviceRoles": ["#all"]})).await?);
-        ids.insert("edge-router-policies".into(), create(&admin, &b0, "edge-router-policies", json!({"name": "erp", "identityRoles": ["#all"], "edgeRouterRoles": ["#all"]})).await?);
-        ids.insert("auth-policies".into(), create(&admin, &b0, "auth-policies", json!({"name": "ap"})).await?);
-        ids.insert("service-edge-router-policies".into(), create(&admin, &b0, "service-edge-router-policies", json!({"name": "serp", "serviceRoles": ["#all"], "edgeRouterRoles": ["#all"]})).await?);
+        ids.insert("configs".into(), create_id(&admin, &b0, "configs", json!({"name": "cfg", "configTypeId": ct, "data": {}})).await?);
+        ids.insert("service-policies".into(), create_id(&admin, &b0, "service-policies", json!({"name": "sp", "identityRoles": ["#all"], "serviceRoles": ["#all"]})).await?);
+        ids.insert("edge-router-policies".into(), create_id(&admin, &b0, "edge-router-policies", json!({"name": "erp", "identityRoles": ["#all"], "edgeRouterRoles": ["#all"]})).await?);
+        ids.insert("auth-policies".into(), create_id(&admin, &b0, "auth-policies", json!({"name": "ap"})).await?);
+        ids.insert("service-edge-router-policies".into(), create_id(&admin, &b0, "service-edge-router-policies", json!({"name": "serp", "serviceRoles": ["#all"], "edgeRouterRoles": ["#all"]})).await?);
         let mut bob_c = cluster.plain_client(WAIT)?;
         bob_c.login(&b0, "bob", "correct horse").await?;
         let r = bob_c.get(&format!("{b0}/edge/client/v1/current-api-session")).await?;

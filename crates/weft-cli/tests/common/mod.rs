@@ -42,6 +42,33 @@ pub async fn start(n: usize) -> anyhow::Result<ProcessCluster> {
     ProcessCluster::start(BIN, n).await
 }
 
+/// Creates an entity of collection `coll` on `base`; fails unless the answer is 201.
+/// Returns the record as answered.
+pub async fn create(c: &TestClient, base: &str, coll: &str, body: Value) -> anyhow::Result<Value> {
+    let r = c.post(&format!("{base}{MGMT}/{coll}"), &body).await?;
+    anyhow::ensure!(
+        r.status == 201,
+        "create {coll} {body}: HTTP {} {}",
+        r.status,
+        r.body
+    );
+    Ok(r.data().clone())
+}
+
+/// [`create`], returning the new entity's id.
+pub async fn create_id(
+    c: &TestClient,
+    base: &str,
+    coll: &str,
+    body: Value,
+) -> anyhow::Result<String> {
+    let record = create(c, base, coll, body).await?;
+    record["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {record}"))
+}
+
 /// `POST /services {"name": name}` on `base`.
 pub async fn create_service(c: &TestClient, base: &str, name: &str) -> anyhow::Result<Reply> {
     c.post(&format!("{base}{MGMT}/services"), &json!({ "name": name }))
