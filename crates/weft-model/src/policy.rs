@@ -362,6 +362,25 @@ pub fn advice(
         .filter(|(_, id)| service_router_ids.contains(id.as_str()))
         .map(router_ref)
         .collect();
+    Ok(advice_answer(
+        (identity, service),
+        (dial, bind),
+        identity_routers.iter().map(router_ref).collect(),
+        service_routers.iter().map(router_ref).collect(),
+        common,
+    ))
+}
+
+/// The advice as the API shows it, from what links `identity` and `service`: the dial and
+/// bind policies, each side's edge routers and the ones they share (all as `{id, name}`),
+/// with what follows from them (dialable, bindable, the reasons in words).
+fn advice_answer(
+    (identity, service): (&Value, &Value),
+    (dial, bind): (Vec<Value>, Vec<Value>),
+    identity_routers: Vec<Value>,
+    service_routers: Vec<Value>,
+    common: Vec<Value>,
+) -> Value {
     let mut reasons = Vec::new();
     if dial.is_empty() && bind.is_empty() {
         reasons.push("no service policy grants this identity dial or bind on this service");
@@ -376,7 +395,7 @@ pub fn advice(
         reasons.push("the identity's and the service's edge routers have none in common");
     }
     let reachable = !common.is_empty();
-    Ok(json!({
+    json!({
         "identityId": str_of(identity, "id"),
         "identityName": str_of(identity, "name"),
         "serviceId": str_of(service, "id"),
@@ -385,11 +404,11 @@ pub fn advice(
         "isBindable": !bind.is_empty() && reachable,
         "dialPolicies": dial,
         "bindPolicies": bind,
-        "identityEdgeRouters": identity_routers.iter().map(router_ref).collect::<Vec<_>>(),
-        "serviceEdgeRouters": service_routers.iter().map(router_ref).collect::<Vec<_>>(),
+        "identityEdgeRouters": identity_routers,
+        "serviceEdgeRouters": service_routers,
         "commonEdgeRouters": common,
         "reasons": reasons,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -658,34 +677,13 @@ mod scan {
             })
             .map(reference)
             .collect();
-        let mut reasons = Vec::new();
-        if dial.is_empty() && bind.is_empty() {
-            reasons.push("no service policy grants this identity dial or bind on this service");
-        }
-        if identity_routers.is_empty() {
-            reasons.push("no edge router policy gives this identity an edge router");
-        }
-        if service_routers.is_empty() {
-            reasons.push("no service edge router policy gives this service an edge router");
-        }
-        if !identity_routers.is_empty() && !service_routers.is_empty() && common.is_empty() {
-            reasons.push("the identity's and the service's edge routers have none in common");
-        }
-        let reachable = !common.is_empty();
-        json!({
-            "identityId": str_of(identity, "id"),
-            "identityName": str_of(identity, "name"),
-            "serviceId": str_of(service, "id"),
-            "serviceName": str_of(service, "name"),
-            "isDialable": !dial.is_empty() && reachable,
-            "isBindable": !bind.is_empty() && reachable,
-            "dialPolicies": dial,
-            "bindPolicies": bind,
-            "identityEdgeRouters": identity_routers.iter().map(reference).collect::<Vec<_>>(),
-            "serviceEdgeRouters": service_routers.iter().map(reference).collect::<Vec<_>>(),
-            "commonEdgeRouters": common,
-            "reasons": reasons,
-        })
+        super::advice_answer(
+            (identity, service),
+            (dial, bind),
+            identity_routers.iter().map(reference).collect(),
+            service_routers.iter().map(reference).collect(),
+            common,
+        )
     }
 }
 
