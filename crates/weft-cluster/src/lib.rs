@@ -12,6 +12,7 @@ pub mod faults;
 pub mod log_writer;
 pub mod node;
 pub mod peer;
+pub mod peer_stream;
 pub mod storage;
 pub mod types;
 

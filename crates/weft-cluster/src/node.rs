@@ -726,6 +726,43 @@ impl Node {
         }
     }
 
+    /// Serves a peer stream ([`crate::peer_stream`]) accepted by the API server: one
+    /// request at a time, until the peer closes it, a frame is malformed, or this node
+    /// stops.
+    pub async fn serve_peer_stream<IO>(&self, mut io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use crate::peer_stream::{read_frame, write_frame, REPLY_BAD_REQUEST, REPLY_OK};
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let frame = tokio::select! {
+                frame = read_frame(&mut io) => frame,
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            };
+            let (tag, payload) = match frame {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "peer stream ended");
+                    return;
+                }
+            };
+            let reply = match RpcKind::from_tag(tag) {
+                Some(kind) => self.handle_peer(kind.path(), &payload).await,
+                None => Err(PeerServeError::UnknownRpc(format!("tag {tag}"))),
+            };
+            let written = match reply {
+                Ok(body) => write_frame(&mut io, REPLY_OK, &body).await,
+                Err(e) => write_frame(&mut io, REPLY_BAD_REQUEST, e.to_string().as_bytes()).await,
+            };
+            if let Err(e) = written {
+                tracing::debug!(error = %e, "peer stream reply not sent");
+                return;
+            }
+        }
+    }
+
     /// Serves one peer RPC (`/fabric/v1/peer/<rpc>`): JSON in, JSON out.
     pub async fn handle_peer(&self, rpc: &str, body: &[u8]) -> Result<Vec<u8>, PeerServeError> {
         fn de<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, PeerServeError> {

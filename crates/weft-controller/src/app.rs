@@ -388,6 +388,23 @@ pub fn routes() -> Routes {
                 )
                 .errors(&[NotFound]),
         )
+        .get(
+            weft_cluster::peer_stream::STREAM_PATH,
+            peer_api::stream,
+            Op::cluster_certificate(
+                "peerStream",
+                "A long-lived stream of raft RPCs between controllers",
+            )
+            .tag("cluster")
+            .describe(
+                "With `Connection: upgrade` and `Upgrade: weft-peer/1`, the connection \
+                 switches to length-prefixed frames, each an RPC as `/fabric/v1/peer/{rpc}` \
+                 takes it, answered in order. Appends, votes and leadership transfers use \
+                 it.",
+            )
+            .switching_protocols("The connection now carries peer frames.")
+            .errors(&[InvalidField]),
+        )
 }
 
 /// An identity record, whose timestamps the bootstrap administrator (an admin `User`, not
@@ -565,7 +582,7 @@ mod tests {
                 || path.starts_with("/fabric/v1/cluster/join/")
             {
                 "join-token"
-            } else if path.starts_with("/fabric/v1/peer/") {
+            } else if path.starts_with("/fabric/v1/peer/") || path == STREAM_PATH {
                 "cluster-certificate"
             } else if path.starts_with("/edge/management/v1/")
                 || path.starts_with("/fabric/v1/cluster/")
@@ -600,6 +617,8 @@ mod tests {
         }
     }
 
+    use weft_cluster::peer_stream::STREAM_PATH;
+
     #[test]
     fn every_operation_documents_its_answers() {
         let doc = document();
@@ -609,8 +628,11 @@ mod tests {
             let id = op["operationId"].as_str().expect("operationId");
             assert!(ids.insert(id.to_owned()), "{here}: operationId {id} twice");
             let responses = op["responses"].as_object().unwrap();
+            // Success is a 2xx, or the peer stream's switch of protocols.
             assert!(
-                responses.keys().any(|s| s.starts_with('2')),
+                responses
+                    .keys()
+                    .any(|s| s.starts_with('2') || (path == STREAM_PATH && s == "101")),
                 "{here}: no success answer"
             );
             assert!(

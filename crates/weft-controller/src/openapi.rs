@@ -149,6 +149,8 @@ enum Success {
         description: &'static str,
         schema: Model,
     },
+    /// 101 Switching Protocols: the connection leaves HTTP.
+    Upgrade { description: &'static str },
 }
 
 /// The description of one operation (see the module doc).
@@ -304,6 +306,12 @@ impl Op {
             description,
             schema,
         });
+        self
+    }
+
+    /// Answers 101 Switching Protocols: the connection continues in another protocol.
+    pub fn switching_protocols(mut self, description: &'static str) -> Op {
+        self.success = Some(Success::Upgrade { description });
         self
     }
 
@@ -589,6 +597,12 @@ impl ApiDoc {
                     .content(content_type, Content::new(Some(schema.schema)));
                 (200, r)
             }
+            Success::Upgrade { description } => (
+                101,
+                ResponseBuilder::new()
+                    .description(description)
+                    .header("Upgrade", header("The protocol switched to.", Type::String)),
+            ),
         };
         b = b.response(status.to_string(), response);
         let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
