@@ -248,8 +248,11 @@ fn main() -> std::process::ExitCode {
             Cmd::Edge(args) => edge::run(&g, args).await,
             Cmd::Cluster(args) => cluster_cmd::run(&g, args).await,
             Cmd::Completions { shell } => {
-                clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
-                Ok(())
+                // Into a buffer first: clap_complete panics on a failed write (a closed pipe).
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "weft", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)
+                    .context("writing the completion script")
             }
             Cmd::Enroll(args) => enroll_cmd::run(args).await,
             Cmd::Quickstart(args) => quickstart::run(args).await,
