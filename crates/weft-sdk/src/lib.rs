@@ -48,6 +48,7 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 // `Error::Api` carries the whole error envelope by value (the shared API contract), which
 // makes `Error` larger than clippy's default for `Result`; errors are the cold path.
 #![allow(clippy::result_large_err)]
