@@ -241,6 +241,7 @@ pub struct CreateService {
     /// How routers pick a terminator (default smartrouting).
     #[arg(long)]
     pub terminator_strategy: Option<String>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -266,6 +267,7 @@ pub struct CreateIdentity {
     /// Where to write the enrollment JWT (created with mode 0600; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub jwt_output_file: Option<PathBuf>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -285,6 +287,7 @@ pub struct CreateEdgeRouter {
     /// Where to write the enrollment JWT (created with mode 0600; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub jwt_output_file: Option<PathBuf>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -312,6 +315,7 @@ pub struct CreateServicePolicy {
     /// AllOf (default) or AnyOf.
     #[arg(long, value_enum, ignore_case = true)]
     pub semantic: Option<Semantic>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -331,6 +335,7 @@ pub struct CreateEdgeRouterPolicy {
     /// AllOf (default) or AnyOf.
     #[arg(long, value_enum, ignore_case = true)]
     pub semantic: Option<Semantic>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -350,6 +355,7 @@ pub struct CreateServiceEdgeRouterPolicy {
     /// AllOf (default) or AnyOf.
     #[arg(long, value_enum, ignore_case = true)]
     pub semantic: Option<Semantic>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -363,6 +369,7 @@ pub struct CreateConfigType {
     /// A file holding the JSON Schema of its configs (default: any object).
     #[arg(long, short = 's', value_name = "FILE")]
     pub schema: Option<PathBuf>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -379,6 +386,7 @@ pub struct CreateConfig {
     /// The config itself, a JSON object valid under the type's schema.
     #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
     pub data_json: Option<String>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -402,6 +410,7 @@ pub struct CreateAuthenticator {
     /// The password (at least 8 characters; prompted for when omitted on a terminal).
     #[arg(long, short = 'p', env = "WEFT_NEW_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -428,6 +437,7 @@ pub struct CreateEnrollment {
     /// Where to write the JWT (created with mode 0600; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub jwt_output_file: Option<PathBuf>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }
@@ -444,6 +454,7 @@ pub struct CreateAuthPolicy {
     /// Whether identities may log in with a username and password (default true).
     #[arg(long, value_name = "BOOL")]
     pub primary_updb_allowed: Option<bool>,
+    /// `--tags-json`, `--from-file`.
     #[command(flatten)]
     pub common: CreateCommon,
 }

@@ -38,6 +38,7 @@ pub struct ClusterArgs {
     /// Output format of `list`.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// The operation.
     #[command(subcommand)]
     pub cmd: ClusterCmd,
 }

@@ -29,6 +29,7 @@ pub struct EdgeArgs {
     /// Output format of records.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// The operation.
     #[command(subcommand)]
     pub cmd: EdgeCmd,
 }

@@ -47,6 +47,7 @@ struct Cli {
     /// Print every HTTP exchange with the controllers to stderr.
     #[arg(long, global = true)]
     verbose: bool,
+    /// The command.
     #[command(subcommand)]
     cmd: Cmd,
 }

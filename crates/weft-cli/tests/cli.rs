@@ -24,7 +24,9 @@ const RUN_BOUND: Duration = Duration::from_secs(60);
 struct Out {
     /// Exit code (-1 if killed by a signal).
     code: i32,
+    /// What it printed on stdout.
     stdout: String,
+    /// What it printed on stderr.
     stderr: String,
 }
 
@@ -41,7 +43,9 @@ impl Out {
 
 /// Runs the CLI with its own config dir and none of the user's WEFT_* settings.
 struct Weft {
+    /// `WEFT_CONFIG_DIR` of every run (where profiles go).
     config: PathBuf,
+    /// The working directory of every run (where relative files go).
     work: PathBuf,
 }
 
@@ -144,6 +148,13 @@ async fn cli_manages_entities_on_a_cluster_with_failover_and_logout() {
         let ca = cluster.data_dir(0).join("ca.pem");
         let ca = ca.to_str().context("CA path")?;
         let (u0, u1, u2) = (cluster.url(0), cluster.url(1), cluster.url(2));
+
+        // A wrong password is refused (exit 1, with the request id) and stores nothing.
+        let wrong = weft
+            .run(&["--profile", "wrong", "login", &u0, "--ca", ca, "-p", "not-the-password"])
+            .await?;
+        assert_refused(&wrong, "INVALID_AUTH")?;
+        ensure!(!weft.profile_path("wrong").exists(), "no profile after a refused login");
 
         // Login stores a private profile with the token, the CA copy and every URL.
         weft.run(&["login", &u0, &u1, &u2, "--ca", ca, "-u", ADMIN_USER, "-p", ADMIN_PASSWORD])
