@@ -1077,6 +1077,12 @@ mod tests {
     }
 
     #[test]
+    fn clients_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync + Clone + 'static>() {}
+        shared::<Client>();
+    }
+
+    #[test]
     fn keys_are_random_and_long() {
         let (a, b) = (new_key(), new_key());
         assert_ne!(a, b);
