@@ -1,24 +1,53 @@
 //! The `weft` binary: a thin layer of argument parsing over the library crates.
-//! `controller run` starts a controller, `cluster ...` calls the cluster API, `enroll`
-//! trades an enrollment token for an identity file,
-//! `quickstart` runs a local three-node cluster, `version` prints the version.
+//! `controller run` starts a controller; `login`, `logout` and `status` manage the stored
+//! profile (controller URLs, CA, session token) that `edge ...` (the management API's
+//! entities) and `cluster ...` (membership) run on, through the SDK; `enroll` trades an
+//! enrollment token for an identity file; `quickstart` runs a local three-node cluster;
+//! `completions` prints shell completions; `version` prints the version.
+//!
+//! Exit codes: 0 success, 1 the controller refused or could not be reached, 2 a usage
+//! error (clap's parse errors, and the CLI's own: unknown entity type, missing profile).
 #![forbid(unsafe_code)]
 
+mod bodies;
 mod cluster_cmd;
+mod connect;
+mod edge;
 mod enroll_cmd;
+mod errors;
+mod kinds;
+mod output;
+mod profile;
+mod progress;
 mod quickstart;
+mod session_cmd;
+mod yaml;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use weft_controller::{Controller, ControllerOptions, Timing};
+
+use crate::connect::Global;
 
 #[derive(Parser)]
 #[command(name = "weft", version, about = "weft: a zero-trust overlay network")]
 struct Cli {
+    /// The stored profile to use (see `weft login`).
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_PROFILE",
+        default_value = profile::DEFAULT_PROFILE
+    )]
+    profile: String,
+    /// Print every HTTP exchange with the controllers to stderr.
+    #[arg(long, global = true)]
+    verbose: bool,
+    /// The command.
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -30,6 +59,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ControllerCmd,
     },
+    /// Log in to a cluster and store the session in a profile (mode 0600).
+    Login(session_cmd::LoginArgs),
+    /// Revoke the profile's session on the cluster and remove the profile.
+    Logout,
+    /// Show the profile, its session and each controller (reachable, leader).
+    Status(session_cmd::StatusArgs),
+    /// Manage the entities: `weft edge list|show|create|update|delete <entity>`.
+    Edge(edge::EdgeArgs),
     /// Inspect and change the controller cluster.
     Cluster(cluster_cmd::ClusterArgs),
     /// Enroll an identity or edge router with its enrollment token (JWT file): writes the
@@ -37,6 +74,12 @@ enum Cmd {
     Enroll(enroll_cmd::EnrollArgs),
     /// Start a local three-controller cluster and keep it running until Ctrl-C.
     Quickstart(quickstart::QuickstartArgs),
+    /// Print a shell completion script: `weft completions bash > /etc/bash_completion.d/weft`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the version.
     Version,
 }
@@ -124,9 +167,12 @@ impl RunArgs {
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr (`WEFT_LOG` overrides the filter): the servers log at info, client
+/// commands only warnings, so their output stays what the command prints.
+fn init_tracing(server: bool) {
+    let default = if server { "info,openraft=warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -173,7 +219,15 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(
+        cli.cmd,
+        Cmd::Controller { .. } | Cmd::Quickstart(_)
+    ));
+    weft_controller::tls::install_crypto_provider();
+    let g = Global {
+        profile: cli.profile,
+        verbose: cli.verbose,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,7 +243,18 @@ fn main() -> std::process::ExitCode {
             Cmd::Controller {
                 cmd: ControllerCmd::Run(args),
             } => run_controller(args).await,
-            Cmd::Cluster(args) => cluster_cmd::run(args).await,
+            Cmd::Login(args) => session_cmd::login(&g, args).await,
+            Cmd::Logout => session_cmd::logout(&g).await,
+            Cmd::Status(args) => session_cmd::status(&g, args).await,
+            Cmd::Edge(args) => edge::run(&g, args).await,
+            Cmd::Cluster(args) => cluster_cmd::run(&g, args).await,
+            Cmd::Completions { shell } => {
+                // Into a buffer first: clap_complete panics on a failed write (a closed pipe).
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "weft", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)
+                    .context("writing the completion script")
+            }
             Cmd::Enroll(args) => enroll_cmd::run(args).await,
             Cmd::Quickstart(args) => quickstart::run(args).await,
             Cmd::Version => {
@@ -202,7 +267,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(errors::exit_code(&e))
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use weft_controller::{Controller, ControllerOptions};
 
-use crate::cluster_cmd::ApiClient;
+use crate::connect::Global;
 
 /// Flags of `weft quickstart`.
 #[derive(Args, Debug)]
@@ -43,10 +43,14 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         let mut o = ControllerOptions::new(dir, addr(i as u16));
         if !dir.join("node.json").exists() {
             let ca = std::fs::read_to_string(&ca_path)?;
-            let api = ApiClient::login(&controllers[0].url, &ca, "admin", &password).await?;
-            let t = api
-                .call(reqwest::Method::POST, "/fabric/v1/cluster/join-token", None)
-                .await?;
+            let quiet = Global {
+                profile: crate::profile::DEFAULT_PROFILE.to_owned(),
+                verbose: false,
+            };
+            let urls = [controllers[0].url.clone()];
+            let api = crate::connect::with_password(&quiet, &urls, &ca, "admin", &password).await?;
+            let t = crate::cluster_cmd::join_token(&api).await?;
+            let _ = api.logout().await;
             o.join = Some(controllers[0].url.clone());
             o.join_token = t["token"].as_str().map(str::to_owned);
         }
@@ -75,16 +79,21 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!("  admin user:     admin");
     println!("  admin password: {password}");
     println!();
-    println!("Try next:");
-    let u = &controllers[0].url;
-    println!("  TOKEN=$(curl -s --cacert {} -X POST '{u}/edge/client/v1/authenticate?method=password' \\", ca.display());
-    println!("      -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}' | jq -r .data.token)");
+    println!("Try next (in another terminal):");
+    let urls: Vec<&str> = controllers.iter().map(|c| c.url.as_str()).collect();
     println!(
-        "  curl -s --cacert {} -H \"zt-session: $TOKEN\" {u}/fabric/v1/cluster/list-members | jq",
+        "  weft login {} --ca {} -u admin -p {password}",
+        urls.join(" "),
         ca.display()
     );
-    println!("  curl -s --cacert {} -H \"zt-session: $TOKEN\" -X POST {}/edge/management/v1/services -d '{{\"name\":\"web\"}}' | jq", ca.display(), controllers[1].url);
-    println!("  weft cluster --ca {} -p {password} list", ca.display());
+    println!("  weft status");
+    println!("  weft edge create service web --role-attributes demo");
+    println!("  weft edge create identity alice --role-attributes eng --jwt-output-file alice.jwt");
+    println!("  weft edge create service-policy web-dial Dial --identity-roles '#eng' --service-roles '@web'");
+    println!("  weft edge list services");
+    println!("  weft edge list identities -o yaml");
+    println!("  weft cluster list");
+    println!("  weft logout");
     println!();
     println!("Press Ctrl-C to stop.");
     crate::shutdown_signal().await;
