@@ -114,7 +114,7 @@ async fn call(c: &Client, args: &ClusterArgs) -> anyhow::Result<()> {
         ClusterCmd::List => {
             let members = c.show(&format!("{BASE}/list-members")).await.map_err(sdk)?;
             if args.output != Format::Table {
-                print!("{}", output::document(&members, args.output));
+                out!("{}", output::document(&members, args.output));
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = members
@@ -136,7 +136,7 @@ async fn call(c: &Client, args: &ClusterArgs) -> anyhow::Result<()> {
                     .collect()
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 output::table(
                     &[
@@ -160,13 +160,13 @@ async fn call(c: &Client, args: &ClusterArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .map_err(sdk)?;
-            println!("added {}", text(&d, "id"));
+            outln!("added {}", text(&d, "id"));
         }
         ClusterCmd::Remove { id } => {
             c.create(&format!("{BASE}/remove-member"), json!({ "id": id }))
                 .await
                 .map_err(sdk)?;
-            println!("removed {id}");
+            outln!("removed {id}");
         }
         ClusterCmd::TransferLeadership { id } => {
             let d = c
@@ -176,11 +176,11 @@ async fn call(c: &Client, args: &ClusterArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .map_err(sdk)?;
-            println!("leader is now {}", text(&d, "leaderId"));
+            outln!("leader is now {}", text(&d, "leaderId"));
         }
         ClusterCmd::JoinToken => {
             let d = join_token(c).await?;
-            println!("{}", text(&d, "token"));
+            outln!("{}", text(&d, "token"));
             eprintln!("expires at {}", text(&d, "expiresAt"));
         }
     }

@@ -213,12 +213,12 @@ async fn list(c: &Client, k: &Kind, a: ListArgs, out: Format) -> anyhow::Result<
     };
     match out {
         Format::Table => {
-            print!("{}", output::records_table(k.columns, &items));
+            out!("{}", output::records_table(k.columns, &items));
             if let Some(f) = footer {
                 eprintln!("{f}");
             }
         }
-        _ => print!("{}", output::document(&Value::Array(items), out)),
+        _ => out!("{}", output::document(&Value::Array(items), out)),
     }
     Ok(())
 }
@@ -227,8 +227,8 @@ async fn show(c: &Client, k: &Kind, name_or_id: &str, out: Format) -> anyhow::Re
     let id = resolve(c, k, name_or_id).await?;
     let record = c.show(&k.item_path(&id)).await.map_err(sdk)?;
     match out {
-        Format::Table => print!("{}", output::record_fields(&record)),
-        _ => print!("{}", output::document(&record, out)),
+        Format::Table => out!("{}", output::record_fields(&record)),
+        _ => out!("{}", output::document(&record, out)),
     }
     Ok(())
 }
@@ -242,8 +242,8 @@ async fn update(c: &Client, k: &Kind, a: UpdateArgs, out: Format) -> anyhow::Res
         .await
         .map_err(sdk)?;
     match out {
-        Format::Table => println!("updated {} {} (id {id})", k.singular, a.name_or_id),
-        _ => print!("{}", output::document(&record, out)),
+        Format::Table => outln!("updated {} {} (id {id})", k.singular, a.name_or_id),
+        _ => out!("{}", output::document(&record, out)),
     }
     Ok(())
 }
@@ -255,7 +255,7 @@ async fn delete(c: &Client, k: &Kind, a: DeleteArgs) -> anyhow::Result<()> {
             .await
             .map_err(sdk)
             .with_context(|| format!("deleting {} {name}", k.singular))?;
-        println!("deleted {} {name} (id {id})", k.singular);
+        outln!("deleted {} {name} (id {id})", k.singular);
     }
     Ok(())
 }
@@ -318,12 +318,12 @@ async fn create(c: &Client, what: CreateCmd, out: Format) -> anyhow::Result<()> 
     match out {
         Format::Table => {
             let label = if label.is_empty() { id.clone() } else { label };
-            println!("created {} {label} (id {id})", k.singular);
+            outln!("created {} {label} (id {id})", k.singular);
             if let Some(f) = &jwt_file {
-                println!("enrollment JWT written to {}", f.display());
+                outln!("enrollment JWT written to {}", f.display());
             }
         }
-        _ => print!("{}", output::document(&record, out)),
+        _ => out!("{}", output::document(&record, out)),
     }
     Ok(())
 }
@@ -455,7 +455,7 @@ async fn bulk_create(c: &Client, k: &Kind, file: &Path, out: Format) -> anyhow::
     }
     progress.finish();
     if out != Format::Table {
-        print!("{}", output::document(&Value::Array(created.clone()), out));
+        out!("{}", output::document(&Value::Array(created.clone()), out));
     }
     eprintln!(
         "created {} of {total} {}{}",

@@ -64,7 +64,7 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
         match enroll_at(url, &claims, jwt, &csr).await {
             Ok(Outcome::Enrolled { cert, ca }) => {
                 write_identity(&args.out, url, &urls, &key_pem, &cert, &ca)?;
-                println!(
+                outln!(
                     "enrolled {} {}; identity written to {}",
                     if claims.em == "erott" {
                         "edge router"

@@ -9,6 +9,17 @@
 //! error (clap's parse errors, and the CLI's own: unknown entity type, missing profile).
 #![forbid(unsafe_code)]
 
+/// `print!` for the CLI's output: see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` for the CLI's output: see [`write_stdout`].
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod bodies;
 mod cluster_cmd;
 mod connect;
@@ -206,7 +217,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     tracing::info!(url = %controller.url, node_id = controller.node.id(), "controller running");
-    println!(
+    outln!(
         "weft controller {} listening on {}",
         controller.node.id(),
         controller.url
@@ -215,6 +226,21 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     controller.stop().await;
     Ok(())
+}
+
+/// Writes the CLI's output to stdout. A reader that went away (`weft edge list | head`)
+/// ends the program quietly with success, as SIGPIPE ends other Unix tools, instead of
+/// the panic `print!` gives; any other write failure is reported with exit code 1.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing the output: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -252,13 +278,13 @@ fn main() -> std::process::ExitCode {
                 // Into a buffer first: clap_complete panics on a failed write (a closed pipe).
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "weft", &mut script);
-                std::io::Write::write_all(&mut std::io::stdout(), &script)
-                    .context("writing the completion script")
+                out!("{}", String::from_utf8_lossy(&script));
+                Ok(())
             }
             Cmd::Enroll(args) => enroll_cmd::run(args).await,
             Cmd::Quickstart(args) => quickstart::run(args).await,
             Cmd::Version => {
-                println!("weft {}", env!("CARGO_PKG_VERSION"));
+                outln!("weft {}", env!("CARGO_PKG_VERSION"));
                 Ok(())
             }
         }

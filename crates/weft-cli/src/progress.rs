@@ -42,7 +42,7 @@ impl Progress {
             Progress::Bar(b) => b.inc(1),
             Progress::Lines { total, done } => {
                 *done += 1;
-                println!("[{done}/{total}] {line}");
+                outln!("[{done}/{total}] {line}");
             }
         }
     }

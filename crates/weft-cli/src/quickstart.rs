@@ -61,13 +61,13 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         );
     }
     let ca = std::fs::canonicalize(&ca_path).unwrap_or(ca_path);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "weft quickstart is running ({})",
         if fresh { "new cluster" } else { "resumed" }
     );
     for (i, c) in controllers.iter().enumerate() {
-        println!(
+        outln!(
             "  controller {}: {}  (node {}, data {})",
             i + 1,
             c.url,
@@ -75,29 +75,29 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             c.data_dir.display()
         );
     }
-    println!("  CA certificate: {}", ca.display());
-    println!("  admin user:     admin");
-    println!("  admin password: {password}");
-    println!();
-    println!("Try next (in another terminal):");
+    outln!("  CA certificate: {}", ca.display());
+    outln!("  admin user:     admin");
+    outln!("  admin password: {password}");
+    outln!();
+    outln!("Try next (in another terminal):");
     let urls: Vec<&str> = controllers.iter().map(|c| c.url.as_str()).collect();
-    println!(
+    outln!(
         "  weft login {} --ca {} -u admin -p {password}",
         urls.join(" "),
         ca.display()
     );
-    println!("  weft status");
-    println!("  weft edge create service web --role-attributes demo");
-    println!("  weft edge create identity alice --role-attributes eng --jwt-output-file alice.jwt");
-    println!("  weft edge create service-policy web-dial Dial --identity-roles '#eng' --service-roles '@web'");
-    println!("  weft edge list services");
-    println!("  weft edge list identities -o yaml");
-    println!("  weft cluster list");
-    println!("  weft logout");
-    println!();
-    println!("Press Ctrl-C to stop.");
+    outln!("  weft status");
+    outln!("  weft edge create service web --role-attributes demo");
+    outln!("  weft edge create identity alice --role-attributes eng --jwt-output-file alice.jwt");
+    outln!("  weft edge create service-policy web-dial Dial --identity-roles '#eng' --service-roles '@web'");
+    outln!("  weft edge list services");
+    outln!("  weft edge list identities -o yaml");
+    outln!("  weft cluster list");
+    outln!("  weft logout");
+    outln!();
+    outln!("Press Ctrl-C to stop.");
     crate::shutdown_signal().await;
-    println!("stopping...");
+    outln!("stopping...");
     for c in controllers {
         c.stop().await;
     }

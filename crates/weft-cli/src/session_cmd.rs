@@ -96,7 +96,7 @@ pub async fn login(g: &Global, args: LoginArgs) -> anyhow::Result<()> {
         expires_at: session.expires_at,
     };
     let path = profile::save(&g.profile, &p)?;
-    println!(
+    outln!(
         "logged in as {} ({} controller{}); profile {:?} saved to {}",
         args.username,
         p.controllers.len(),
@@ -133,7 +133,7 @@ pub async fn logout(g: &Global) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     }
     profile::remove(&g.profile)?;
-    println!("logged out; profile {:?} removed", g.profile);
+    outln!("logged out; profile {:?} removed", g.profile);
     Ok(())
 }
 
@@ -215,14 +215,14 @@ pub async fn status(g: &Global, args: StatusArgs) -> anyhow::Result<()> {
         "controllers": rows,
     });
     if args.output != Format::Table {
-        print!("{}", output::document(&doc, args.output));
+        out!("{}", output::document(&doc, args.output));
         return Ok(());
     }
     let path = profile::path(&conn.name)
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    println!("profile:  {} ({path})", conn.name);
-    println!(
+    outln!("profile:  {} ({path})", conn.name);
+    outln!(
         "user:     {}{}",
         conn.profile.username,
         if identity["isAdmin"] == true {
@@ -231,11 +231,11 @@ pub async fn status(g: &Global, args: StatusArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    println!(
+    outln!(
         "session:  expires {}",
         expires_at.as_deref().unwrap_or("(unknown)")
     );
-    println!();
+    outln!();
     let table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -248,7 +248,7 @@ pub async fn status(g: &Global, args: StatusArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         output::table(
             &["CONTROLLER", "REACHABLE", "NODE", "ROLE", "LEADER"],

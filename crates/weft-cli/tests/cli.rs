@@ -362,3 +362,22 @@ async fn cli_usage_errors_and_completions_need_no_cluster() {
     })
     .await;
 }
+
+/// `weft ... | head`: output into a pipe whose reader has gone ends the program quietly
+/// (exit 0, no panic message), as SIGPIPE ends other Unix tools.
+#[test]
+fn closed_stdout_ends_quietly_without_a_panic() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["completions", "bash"])
+        .env("WEFT_CONFIG_DIR", root.path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!stderr.contains("panicked"), "{stderr}");
+    ensure!(out.status.code() == Some(0), "{:?}: {stderr}", out.status);
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! - a create retried with the same `Idempotency-Key` on another controller answers the
 //!   first result (same id, `Idempotent-Replayed: true`) and creates nothing; sent to
 //!   every controller at once, it still creates one entity; the key with another body is
-//!   422; keys are the caller's own; a refused request is refused again the same way;
+//!   422; keys are the caller's own; a refused request keeps no record, so its retry runs again;
 //! - `If-Match` on PATCH, PUT and DELETE: a stale version is 412 with the current one and
 //!   changes nothing, the right one (bare, quoted or `*`) applies and bumps `version`
 //!   (also `ETag`), and of two compare-and-sets racing on one version exactly one wins;
@@ -120,18 +120,22 @@ async fn retried_creates_happen_once_on_any_controller() {
         ensure!(replays == 2, "{replays} of 3 burst answers marked replayed");
         ensure!(named(&c, &cluster.url(2), "exo-burst").await?.len() == 1, "the burst created more than one");
 
-        // A refusal is stored too: the retry is refused the same way, even once the name
-        // is free again.
+        // A refusal keeps no record: its retry runs again, and succeeds once the name is
+        // free, creating the service once; a further retry is a replay.
         let k3 = [("Idempotency-Key", "create-exo-web-dup")];
         let dup = send(&c, Method::POST, &url(0), Some(&body), &k3).await?;
         expect_error("a duplicate name", &dup, 409, "ENTITY_ALREADY_EXISTS")?;
-        let r = send(&c, Method::PATCH, &format!("{}/{id}", url(0)), Some(&json!({"name": "exo-renamed"})), &[]).await?;
-        ensure!(r.status == 200, "rename: HTTP {} {}", r.status, r.body);
         let r = send(&c, Method::POST, &url(1), Some(&body), &k3).await?;
         expect_error("the retried duplicate", &r, 409, "ENTITY_ALREADY_EXISTS")?;
-        ensure!(r.header("idempotent-replayed") == Some("true"), "a replayed refusal is marked");
-        ensure!(r.body["error"]["message"] == dup.body["error"]["message"], "{} vs {}", r.body, dup.body);
-        ensure!(named(&c, &cluster.url(1), "exo-web").await?.is_empty());
+        ensure!(r.header("idempotent-replayed").is_none(), "a refusal was replayed: {}", r.body);
+        let r = send(&c, Method::PATCH, &format!("{}/{id}", url(0)), Some(&json!({"name": "exo-renamed"})), &[]).await?;
+        ensure!(r.status == 200, "rename: HTTP {} {}", r.status, r.body);
+        let retried = send(&c, Method::POST, &url(1), Some(&body), &k3).await?;
+        ensure!(retried.status == 201, "the retry once the name is free: HTTP {} {}", retried.status, retried.body);
+        let replay = send(&c, Method::POST, &url(2), Some(&body), &k3).await?;
+        ensure!(replay.status == 201 && replay.header("idempotent-replayed") == Some("true"), "HTTP {} {}", replay.status, replay.body);
+        ensure!(replay.data()["id"] == retried.data()["id"], "{} vs {}", replay.body, retried.body);
+        ensure!(named(&c, &cluster.url(1), "exo-web").await?.len() == 1);
 
         // Keys are the caller's own: another admin's request with the same key is its own.
         create(&c, &cluster.url(0), "identities", json!({"name": "ops", "isAdmin": true})).await?;

@@ -4,10 +4,12 @@
 //! another controller. The request carries a key, and the controller proposes
 //! [`Command::Idempotent`](crate::Command::Idempotent) around the write. Apply, the one
 //! place every node agrees on, decides:
-//! - the key has no live record: apply the inner command and store its result (a success
-//!   or a refusal: a retry must get the same answer either way) under the key, in the same
-//!   transaction as the command's effect, so a write and its record exist together or not
-//!   at all;
+//! - the key has no live record: apply the inner command; if it succeeded, store its
+//!   result under the key, in the same transaction as the command's effect, so a write
+//!   and its record exist together or not at all. A refusal is not stored: it changed
+//!   nothing, so running the retry again is still exactly once, and a retry after the
+//!   cause was fixed (a missing reference created, a stale `If-Match` re-read) is not
+//!   held to an answer its client never saw;
 //! - the key has a live record with the same fingerprint (method, path and body): answer
 //!   the stored result ([`Outcome::Replayed`]) and apply nothing;
 //! - the key has a live record with another fingerprint: refuse
@@ -46,7 +48,8 @@ const BY_TIME: &str = "idempotency.by-time";
 pub struct Record {
     /// The fingerprint of the request that used the key first.
     pub fingerprint: String,
-    /// That request's result, answered again to every retry.
+    /// That request's result (always a success: refusals are not stored), answered
+    /// again to every retry.
     pub outcome: Result<Outcome, DomainError>,
     /// When that request was proposed.
     pub at: UnixMs,
@@ -112,6 +115,9 @@ pub(crate) fn apply(
         st.delete(BY_TIME, &time_key(old.at, &rk))?;
     }
     let outcome = crate::apply(st, inner)?;
+    if outcome.is_err() {
+        return Ok(outcome);
+    }
     let record = Record {
         fingerprint: fingerprint.into(),
         outcome: outcome.clone(),
@@ -228,14 +234,19 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_is_stored_and_answered_again() {
+    fn a_refused_write_leaves_no_record_and_its_retry_runs_again() {
         let mut st = MemState::default();
         crate::apply(&mut st, &svc("x", "web")).unwrap().unwrap();
         let first = crate::apply(&mut st, &idem("k", "f", 1_000, svc("a", "web")))
             .unwrap()
             .unwrap_err();
         assert!(matches!(first, DomainError::NameTaken { .. }));
-        // The name is free now, but the retry gets the first answer.
+        assert_eq!(
+            count(&st).unwrap(),
+            0,
+            "a refusal changed nothing, not even a record"
+        );
+        // The name is free now: the retry runs and creates the service once.
         crate::apply(
             &mut st,
             &Command::Delete {
@@ -249,8 +260,13 @@ mod tests {
         let again = crate::apply(&mut st, &idem("k", "f", 2_000, svc("b", "web")))
             .unwrap()
             .unwrap();
-        assert_eq!(again, Outcome::Replayed(Box::new(Err(first))));
-        assert_eq!(services(&st), 0);
+        assert!(matches!(again, Outcome::Entity(_)), "{again:?}");
+        assert_eq!(services(&st), 1);
+        let replay = crate::apply(&mut st, &idem("k", "f", 3_000, svc("c", "web")))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(replay, Outcome::Replayed(_)), "{replay:?}");
+        assert_eq!(services(&st), 1);
     }
 
     #[test]
