@@ -51,13 +51,18 @@ pub enum ErrorCode {
     InvalidEnrollmentAlreadyEnrolled,
     /// The certificate signing request is missing, not PEM, or not acceptable.
     CouldNotProcessCsr,
+    /// `If-Match` named another version than the entity's current one: someone changed it
+    /// since the caller read it (`error.data.version` is the current version).
+    PreconditionFailed,
+    /// An `Idempotency-Key` was used before with another request (method, path or body).
+    IdempotencyKeyReused,
     /// A bug: never the answer to a state of the cluster or to bad input.
     Unhandled,
 }
 
 impl ErrorCode {
     /// Every code, for table tests and documentation.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::ClusterNoLeader,
         ErrorCode::ControllerNotInQuorum,
         ErrorCode::Timeout,
@@ -79,6 +84,8 @@ impl ErrorCode {
         ErrorCode::EnrollmentExpired,
         ErrorCode::InvalidEnrollmentAlreadyEnrolled,
         ErrorCode::CouldNotProcessCsr,
+        ErrorCode::PreconditionFailed,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::Unhandled,
     ];
 
@@ -106,6 +113,8 @@ impl ErrorCode {
             ErrorCode::EnrollmentExpired => 400,
             ErrorCode::InvalidEnrollmentAlreadyEnrolled => 410,
             ErrorCode::CouldNotProcessCsr => 400,
+            ErrorCode::PreconditionFailed => 412,
+            ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::Unhandled => 500,
         }
     }
@@ -144,6 +153,8 @@ impl ErrorCode {
             ErrorCode::EnrollmentExpired => "ENROLLMENT_EXPIRED",
             ErrorCode::InvalidEnrollmentAlreadyEnrolled => "INVALID_ENROLLMENT_ALREADY_ENROLLED",
             ErrorCode::CouldNotProcessCsr => "COULD_NOT_PROCESS_CSR",
+            ErrorCode::PreconditionFailed => "PRECONDITION_FAILED",
+            ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ErrorCode::Unhandled => "UNHANDLED",
         }
     }
@@ -205,6 +216,12 @@ mod tests {
                 "INVALID_ENROLLMENT_ALREADY_ENROLLED",
             ),
             (ErrorCode::CouldNotProcessCsr, 400, "COULD_NOT_PROCESS_CSR"),
+            (ErrorCode::PreconditionFailed, 412, "PRECONDITION_FAILED"),
+            (
+                ErrorCode::IdempotencyKeyReused,
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+            ),
             (ErrorCode::Unhandled, 500, "UNHANDLED"),
         ];
         for (code, status, s) in table {

@@ -23,5 +23,20 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const STALE_HEADER: &str = "x-weft-stale";
 /// Header that carries a session token (OpenZiti name); `Authorization: Bearer` works too.
 pub const SESSION_HEADER: &str = "zt-session";
+/// Request header naming a mutating request, so that a retry of it (on any controller,
+/// within [`IDEMPOTENCY_TTL_SECS`]) answers the first result instead of acting twice.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Response header set (`true`) on the answer to a request whose `Idempotency-Key` had
+/// been used before: the stored first answer, not a new action.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+/// Longest `Idempotency-Key` accepted (visible ASCII characters).
+pub const IDEMPOTENCY_KEY_MAX: usize = 200;
+/// How long a controller remembers an `Idempotency-Key` and its result, at least.
+pub const IDEMPOTENCY_TTL_SECS: u64 = 15 * 60;
+/// Request header of a compare-and-set: the entity `version` the change expects
+/// (`3` or `"3"`; `*`: any existing version).
+pub const IF_MATCH_HEADER: &str = "if-match";
+/// Response header carrying an entity's version as an entity tag (`"3"`).
+pub const ETAG_HEADER: &str = "etag";
 /// The API version this crate describes.
 pub const API_VERSION: &str = "v1";

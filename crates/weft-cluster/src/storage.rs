@@ -1032,6 +1032,7 @@ mod tests {
             id: "a".into(),
             patch,
             at: 0,
+            expected_version: None,
         };
         apply_all(&mut sm, vec![normal(1, 3, rename)]).await;
         let mut replay = entries;

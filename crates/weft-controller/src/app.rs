@@ -403,11 +403,12 @@ fn current_identity() -> Model {
     );
     fields.push(Field::new("createdAt", Shape::Text));
     fields.push(Field::new("updatedAt", Shape::Text));
+    fields.push(schemas::VERSION_FIELD);
     Model::named(
         "CurrentIdentity",
         schemas::object(
             "The caller's identity (for the bootstrap administrator: an admin `User` without \
-             timestamps).",
+             timestamps or version).",
             &fields,
             false,
         ),
@@ -456,6 +457,7 @@ mod tests {
 
     use serde_json::Value;
     use weft_api::describe::check_described;
+    use weft_model::EntityKind;
 
     use super::*;
 
@@ -659,6 +661,66 @@ mod tests {
             let in_path: BTreeSet<&str> = crate::openapi::path_params(&path).into_iter().collect();
             assert_eq!(declared, in_path, "{here}: path parameters");
         }
+    }
+
+    /// Every entity write documents `Idempotency-Key` (and 422), every change `If-Match`
+    /// (and 412), and the answers showing one entity its `ETag`.
+    #[test]
+    fn entity_writes_document_their_headers() {
+        let doc = document();
+        let header_params = |op: &Value| -> BTreeSet<String> {
+            op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "header")
+                .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let mut seen = 0;
+        for (method, path, op) in operations(&doc) {
+            let Some(rest) = path.strip_prefix("/edge/management/v1/") else {
+                continue;
+            };
+            let kind = rest.split('/').next().unwrap_or_default();
+            let is_entity = EntityKind::ALL.iter().any(|k| k.table() == kind)
+                && (rest == kind || rest == format!("{kind}/{{id}}"));
+            if !is_entity || method == "GET" {
+                continue;
+            }
+            seen += 1;
+            let here = format!("{method} {path}");
+            let headers = header_params(&op);
+            assert!(headers.contains("Idempotency-Key"), "{here}");
+            assert!(
+                codes(&doc, &op, 422).contains(&"IDEMPOTENCY_KEY_REUSED".into()),
+                "{here}"
+            );
+            let changes = method != "POST";
+            assert_eq!(headers.contains("If-Match"), changes, "{here}");
+            assert_eq!(
+                codes(&doc, &op, 412).contains(&"PRECONDITION_FAILED".into()),
+                changes,
+                "{here}"
+            );
+            let success = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(s, _)| s.starts_with('2'));
+            let success_headers = &success.expect("success").1["headers"];
+            assert!(
+                success_headers.get("Idempotent-Replayed").is_some(),
+                "{here}"
+            );
+            assert_eq!(
+                success_headers.get("ETag").is_some(),
+                method != "DELETE",
+                "{here}"
+            );
+        }
+        // Every kind: create and delete, and patch and put for the patchable ones.
+        assert!(seen >= EntityKind::ALL.len() * 4, "{seen}");
     }
 
     #[test]

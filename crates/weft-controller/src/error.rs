@@ -114,6 +114,15 @@ impl From<DomainError> for ApiError {
             DomainError::AlreadyEnrolled(_) => {
                 ApiError::new(ErrorCode::InvalidEnrollmentAlreadyEnrolled, msg)
             }
+            DomainError::VersionMismatch { current, .. } => {
+                ApiError::new(ErrorCode::PreconditionFailed, msg)
+                    .with_cause(crate::writes::IF_MATCH)
+                    .with_data(serde_json::json!({ "version": current }))
+            }
+            DomainError::IdempotencyKeyReused { .. } => {
+                ApiError::new(ErrorCode::IdempotencyKeyReused, msg)
+                    .with_cause(crate::writes::IDEMPOTENCY_KEY)
+            }
             DomainError::Storage(f) => ApiError::internal(f),
         }
     }
@@ -198,6 +207,21 @@ mod tests {
                 400,
                 "INVALID_FIELD",
             ),
+            (
+                ClusterError::Domain(DomainError::VersionMismatch {
+                    kind: "service".into(),
+                    id: "a".into(),
+                    expected: 1,
+                    current: 2,
+                }),
+                412,
+                "PRECONDITION_FAILED",
+            ),
+            (
+                ClusterError::Domain(DomainError::IdempotencyKeyReused { key: "k".into() }),
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+            ),
         ];
         for (err, status, code) in cases {
             let api: ApiError = err.into();
@@ -218,6 +242,20 @@ mod tests {
         let resp = api.into_response_with_id("r2");
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn a_failed_compare_and_set_tells_the_current_version() {
+        let api: ApiError = DomainError::VersionMismatch {
+            kind: "service".into(),
+            id: "a".into(),
+            expected: 1,
+            current: 5,
+        }
+        .into();
+        assert_eq!(api.code, ErrorCode::PreconditionFailed);
+        assert_eq!(api.data, Some(serde_json::json!({"version": 5})));
+        assert!(api.message.contains("version 5"), "{}", api.message);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod session;
 pub mod status;
 pub mod tls;
 pub mod tokens;
+pub mod writes;
 
 pub use server::{Controller, ControllerOptions, StartError};
 pub use weft_cluster::{Faults, RpcKind, Timing};

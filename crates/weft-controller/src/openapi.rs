@@ -160,6 +160,10 @@ pub struct Op {
     description: Option<String>,
     tag: Option<String>,
     query: Vec<Parameter>,
+    /// Request headers it reads (`If-Match`, `Idempotency-Key`).
+    headers: Vec<Parameter>,
+    /// Headers of its success answer besides `X-Request-Id` (name, description, type).
+    response_headers: Vec<(&'static str, &'static str, Type)>,
     path_docs: Vec<(String, String)>,
     body: Option<(Model, bool)>,
     success: Option<Success>,
@@ -176,6 +180,8 @@ impl Op {
             description: None,
             tag: None,
             query: Vec::new(),
+            headers: Vec::new(),
+            response_headers: Vec::new(),
             path_docs: Vec::new(),
             body: None,
             success: None,
@@ -372,6 +378,60 @@ impl Op {
         self.errors(&[ErrorCode::InvalidFilter])
     }
 
+    /// A write that takes `Idempotency-Key` (exactly once across retries): 400 for a bad
+    /// key, 422 for a key used with another request, `Idempotent-Replayed` on a replay.
+    pub fn idempotent(mut self) -> Op {
+        self.headers.push(header_param(
+            crate::writes::IDEMPOTENCY_KEY,
+            &format!(
+                "1-{max} visible ASCII characters naming this request, so that retrying it \
+                 (on any controller, within {mins} minutes) answers the first result instead \
+                 of acting twice. Scoped to the caller. The same key with another method, \
+                 path or body is 422 `IDEMPOTENCY_KEY_REUSED`. A replayed answer (success or \
+                 error) has the first one's status and body, and `Idempotent-Replayed: true`.",
+                max = weft_api::IDEMPOTENCY_KEY_MAX,
+                mins = weft_api::IDEMPOTENCY_TTL_SECS / 60,
+            ),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(weft_api::IDEMPOTENCY_KEY_MAX))
+                .pattern(Some("^[!-~]+$"))
+                .into(),
+        ));
+        self.response_headers.push((
+            crate::writes::IDEMPOTENT_REPLAYED,
+            "`true` when this is the stored answer to an earlier request with the same \
+             `Idempotency-Key` (nothing was done this time).",
+            Type::String,
+        ));
+        self.errors(&[ErrorCode::InvalidField, ErrorCode::IdempotencyKeyReused])
+    }
+
+    /// A change that takes `If-Match` (compare-and-set on the entity's `version`): 400 for
+    /// a bad value, 412 on a mismatch.
+    pub fn if_match(mut self) -> Op {
+        self.headers.push(header_param(
+            crate::writes::IF_MATCH,
+            "The `version` the entity must have for the change to happen (`3` or `\"3\"`, as \
+             `ETag` shows it; `*`: any). Checked atomically with the change; a mismatch is \
+             412 `PRECONDITION_FAILED` with the current version in `error.data.version`, and \
+             changes nothing.",
+            ObjectBuilder::new().schema_type(Type::String).into(),
+        ));
+        self.errors(&[ErrorCode::InvalidField, ErrorCode::PreconditionFailed])
+    }
+
+    /// Its success answer shows one entity, whose version is also `ETag`.
+    pub fn etag(mut self) -> Op {
+        self.response_headers.push((
+            crate::writes::ETAG,
+            "The entity's `version` as an entity tag (`\"3\"`), for `If-Match`.",
+            Type::String,
+        ));
+        self
+    }
+
     /// A raft write: its cluster states (421, 503, 429).
     pub fn write(self) -> Op {
         self.errors(&WRITE_CODES)
@@ -398,6 +458,16 @@ impl Op {
             .filter(|c| mine.contains(c))
             .collect()
     }
+}
+
+fn header_param(name: &str, doc: &str, schema: Schema) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(doc))
+        .schema(Some(schema))
+        .build()
 }
 
 fn query_param(name: &str, required: bool, doc: &str, schema: Schema) -> Parameter {
@@ -535,7 +605,7 @@ impl ApiDoc {
                     .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
             );
         }
-        for p in op.query {
+        for p in op.query.into_iter().chain(op.headers) {
             b = b.parameter(p);
         }
         let mut components = Vec::new();
@@ -566,6 +636,9 @@ impl ApiDoc {
                         "application/json",
                         Content::new(Some(schemas::envelope(data.schema, list))),
                     );
+                for (name, doc, t) in &op.response_headers {
+                    r = r.header(*name, header(doc, t.clone()));
+                }
                 if op.read {
                     r = r.header(
                         weft_api::STALE_HEADER,

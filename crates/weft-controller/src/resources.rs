@@ -1,8 +1,14 @@
 //! `/edge/management/v1/<collection>[/{id}]` for every replicated entity kind: list (paged,
-//! filtered, sorted), get, create, patch, delete, written once, and documented once (their
-//! OpenAPI operations and schemas come from the kind and its bodies' field lists). A kind
-//! is served by declaring its [`Resource`] (its [`EntityKind`] and its create and patch
+//! filtered, sorted), get, create, patch, put, delete, written once, and documented once
+//! (their OpenAPI operations and schemas come from the kind and its bodies' field lists). A
+//! kind is served by declaring its [`Resource`] (its [`EntityKind`] and its create and patch
 //! bodies) and adding [`routes`] for it in [`all`].
+//!
+//! PATCH merges the given fields; PUT (OpenZiti's update) takes the same body but replaces
+//! every changeable field: one it does not give is reset to its create-time default, and
+//! the fields a create requires are required. Every write takes `Idempotency-Key` and the
+//! changes take `If-Match` ([`crate::writes`]); records show their `version`, also as
+//! `ETag`.
 //!
 //! Validation runs before proposing (a bad request never reaches the log) and again in
 //! apply (so the log can never hold an invalid state, whatever a proposer does); both are
@@ -22,10 +28,13 @@ use weft_model::{Command, Outcome};
 use crate::app::Shared;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::http::{created, mark_stale, ok, page, parse_read_query, JsonBody, ReadQuery};
-use crate::openapi::schemas::entity_model;
+use crate::http::{
+    created, mark_stale, ok, page, parse_json, parse_read_query, RawBody, ReadQuery,
+};
+use crate::openapi::schemas::{entity_model, object};
 use crate::openapi::{Model, Op};
 use crate::routes::Routes;
+use crate::writes::{self, IdempotencyKey, IfMatch};
 
 /// One entity kind served under the management API.
 pub trait Resource: Send + Sync + 'static {
@@ -44,6 +53,9 @@ pub trait Resource: Send + Sync + 'static {
     /// pool; otherwise it runs in place (a hop to the pool costs tens of microseconds on
     /// every create, a measurable share of a single client's write latency).
     const SLOW_PREPARE: bool = false;
+    /// Whether its bodies carry a secret (a password): their `Idempotency-Key` fingerprint
+    /// is then a slow hash, since a fast one kept in replicated state could be guessed.
+    const SECRET_BODY: bool = false;
 
     /// The stored fields a create body stands for, and whether an enrollment is opened for
     /// the new record in the same raft entry. A pure function of the body (so the
@@ -195,6 +207,7 @@ impl Resource for Authenticators {
     type Create = models::AuthenticatorCreate;
     type Patch = models::AuthenticatorPatch;
     const SLOW_PREPARE: bool = true;
+    const SECRET_BODY: bool = true;
     const SHOWN: &'static [Field] = &[
         Field::new("name", Shape::Text).doc("The username."),
         Field::new("method", Shape::OneOf(&["updb", "cert"])).doc(
@@ -294,6 +307,39 @@ pub fn record_model<R: Resource>() -> Model {
     )
 }
 
+/// Which fields of the patch body of `R` a create requires (and so a PUT does too).
+fn required_at_create<R: Resource>(json_name: &str) -> bool {
+    <R::Create as Described>::FIELDS
+        .iter()
+        .any(|f| f.required && f.json_name() == json_name)
+}
+
+/// The `PUT` body of `R`: the patch body's fields, required where a create requires them.
+fn put_model<R: Resource>() -> Model {
+    let fields: Vec<Field> = <R::Patch as Described>::FIELDS
+        .iter()
+        .map(|f| {
+            if required_at_create::<R>(&f.json_name()) {
+                f.required()
+            } else {
+                *f
+            }
+        })
+        .collect();
+    Model::named(
+        format!("{}Put", pascal(R::KIND.singular())),
+        object(
+            &format!(
+                "`PUT /edge/management/v1/{}/{{id}}`: every changeable field; one left out is \
+                 reset to its create-time default.",
+                R::KIND.table()
+            ),
+            &fields,
+            true,
+        ),
+    )
+}
+
 /// Adds the collection and item routes of `R` under `base` (the management API path),
 /// with their documentation.
 pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
@@ -328,7 +374,9 @@ pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
                 .tag(table)
                 .body(Model::of::<R::Create>())
                 .created(record.clone())
+                .etag()
                 .write()
+                .idempotent()
                 .errors(&[InvalidField, EntityAlreadyExists]),
         )
         .get(
@@ -339,21 +387,45 @@ pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
                 .path_param("id", &id_doc)
                 .read()
                 .ok(record.clone())
+                .etag()
                 .errors(&[NotFound]),
         );
     let routes = if R::PATCHABLE {
-        routes.patch(
-            &item,
-            update::<R>,
-            Op::admin(format!("patch{one}"), format!("Change {a} {singular}"))
-                .tag(table)
-                .describe("Merges the given top-level fields into the record.")
-                .path_param("id", &id_doc)
-                .body(Model::of::<R::Patch>())
-                .ok(record)
-                .write()
-                .errors(&[InvalidField, EntityAlreadyExists, NotFound]),
-        )
+        routes
+            .patch(
+                &item,
+                update::<R>,
+                Op::admin(format!("patch{one}"), format!("Change {a} {singular}"))
+                    .tag(table)
+                    .describe("Merges the given top-level fields into the record.")
+                    .path_param("id", &id_doc)
+                    .body(Model::of::<R::Patch>())
+                    .ok(record.clone())
+                    .etag()
+                    .write()
+                    .idempotent()
+                    .if_match()
+                    .errors(&[InvalidField, EntityAlreadyExists, NotFound]),
+            )
+            .put(
+                &item,
+                replace::<R>,
+                Op::admin(format!("update{one}"), format!("Replace {a} {singular}"))
+                    .tag(table)
+                    .describe(
+                        "Sets every changeable field: the given ones, and every other one to its \
+                         create-time default (PATCH changes only the given fields). The fields a \
+                         create requires are required.",
+                    )
+                    .path_param("id", &id_doc)
+                    .body(put_model::<R>())
+                    .ok(record)
+                    .etag()
+                    .write()
+                    .idempotent()
+                    .if_match()
+                    .errors(&[InvalidField, EntityAlreadyExists, NotFound]),
+            )
     } else {
         routes
     };
@@ -365,6 +437,8 @@ pub fn routes<R: Resource>(routes: Routes, base: &str) -> Routes {
             .path_param("id", &id_doc)
             .done()
             .write()
+            .idempotent()
+            .if_match()
             .errors(&[NotFound, CanNotDeleteReferencedEntity]),
     )
 }
@@ -398,7 +472,6 @@ pub(crate) async fn prepare_read(state: &Shared, linearizable: bool) -> Result<b
     Ok(!state.node.in_quorum() || !state.node.caught_up())
 }
 
-/// The entity an apply produced, as the API shows it (no secret fields).
 /// The prelude of every read: its query, whether the answer is stale, and the state view.
 pub(crate) async fn read_view(
     state: &Shared,
@@ -420,10 +493,11 @@ pub(crate) fn paged(items: Vec<Value>, q: &ReadQuery, stale: bool) -> Response {
     mark_stale(page(items, q.paging, total), stale)
 }
 
+/// The entity an apply produced, as the API shows it (no secret fields).
 fn entity_of(kind: EntityKind, outcome: Outcome) -> Result<Value, ApiError> {
     match outcome {
         Outcome::Entity(v) => Ok(kind.public(v)),
-        Outcome::Done => Err(ApiError::internal("apply returned no entity")),
+        Outcome::Done | Outcome::Replayed(_) => Err(ApiError::internal("apply returned no entity")),
     }
 }
 
@@ -465,7 +539,8 @@ async fn get_one<R: Resource>(
     match entity::get(&view, R::KIND, &id)? {
         Some(rec) => {
             let shown = weft_model::enrollment::present(&view, R::KIND, R::KIND.public(rec))?;
-            Ok(mark_stale(ok(shown), stale))
+            let resp = writes::with_etag(ok(&shown), &shown);
+            Ok(mark_stale(resp, stale))
         }
         None => Err(ApiError::new(
             ErrorCode::NotFound,
@@ -477,9 +552,17 @@ async fn get_one<R: Resource>(
 /// `POST /<collection>`.
 async fn create<R: Resource>(
     State(state): State<Shared>,
-    _admin: Admin,
-    JsonBody(body): JsonBody<R::Create>,
+    Admin(claims): Admin,
+    key: IdempotencyKey,
+    RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
+    let body: R::Create = parse_json(&bytes, false)?;
+    let idem = key
+        .resolve(&claims.sub, None, &bytes, R::SECRET_BODY)
+        .await?;
+    if let Some(answer) = writes::replay_from_local(&state, idem.as_ref())? {
+        return answer.respond(|o| created_answer::<R>(&state, o));
+    }
     let now_ms = weft_model::now_ms();
     let ctx = CreateContext {
         state: state.clone(),
@@ -503,9 +586,13 @@ async fn create<R: Resource>(
     record.insert("updatedAt".into(), Value::String(now));
     let record = Value::Object(record);
     R::KIND.validate(&record)?;
-    // References (to config types, to ids named in roles...) against local state: a quick
-    // answer for the common mistake; apply checks again against the committed state.
-    R::KIND.validate_in(&state.node.read_state()?, &record)?;
+    if idem.is_none() {
+        // References (to config types, to ids named in roles...) against local state: a
+        // quick answer for the common mistake; apply checks again against the committed
+        // state. With a key, apply alone answers, so that the answer stored for a retry is
+        // the committed state's, not that of a node lagging behind.
+        R::KIND.validate_in(&state.node.read_state()?, &record)?;
+    }
     let cmd = if with.is_empty() {
         Command::Create {
             kind: R::KIND,
@@ -516,9 +603,21 @@ async fn create<R: Resource>(
         records.extend(with);
         Command::CreateAll { records }
     };
-    let (_, outcome) = state.node.write(cmd).await?;
-    let entity = entity_of(R::KIND, outcome)?;
-    Ok(created(present(&state, R::KIND, entity)?))
+    writes::propose(&state, idem.as_ref(), cmd)
+        .await?
+        .respond(|o| created_answer::<R>(&state, o))
+}
+
+/// The answer to a create: 201 with the new entity, its version as `ETag`.
+fn created_answer<R: Resource>(state: &Shared, outcome: Outcome) -> Result<Response, ApiError> {
+    let entity = present(state, R::KIND, entity_of(R::KIND, outcome)?)?;
+    Ok(writes::with_etag(created(&entity), &entity))
+}
+
+/// The answer to a change: 200 with the entity as it is after it, its version as `ETag`.
+fn changed_answer<R: Resource>(state: &Shared, outcome: Outcome) -> Result<Response, ApiError> {
+    let entity = present(state, R::KIND, entity_of(R::KIND, outcome)?)?;
+    Ok(writes::with_etag(ok(&entity), &entity))
 }
 
 /// `record` as the API shows it, with its open enrollment (identities, edge routers).
@@ -530,38 +629,140 @@ fn present(state: &Shared, kind: EntityKind, record: Value) -> Result<Value, Api
     )?)
 }
 
-/// `PATCH /<collection>/{id}`.
-async fn update<R: Resource>(
-    State(state): State<Shared>,
-    _admin: Admin,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<R::Patch>,
+/// Proposes a change of record `id` to `fields` (at version `expected`, if given) and
+/// answers it.
+async fn change<R: Resource>(
+    state: &Shared,
+    id: String,
+    fields: Map<String, Value>,
+    expected: Option<u64>,
+    idem: Option<&writes::Idem>,
 ) -> Result<Response, ApiError> {
     let cmd = Command::Update {
         kind: R::KIND,
         id,
-        patch: if R::SLOW_PREPARE {
-            blocking(move || R::prepare_patch(body)).await?
-        } else {
-            R::prepare_patch(body)?
-        },
+        patch: fields,
         at: weft_model::now_ms(),
+        expected_version: expected,
     };
-    let (_, outcome) = state.node.write(cmd).await?;
-    Ok(ok(present(&state, R::KIND, entity_of(R::KIND, outcome)?)?))
+    writes::propose(state, idem, cmd)
+        .await?
+        .respond(|o| changed_answer::<R>(state, o))
+}
+
+/// `PATCH /<collection>/{id}`.
+async fn update<R: Resource>(
+    State(state): State<Shared>,
+    Admin(claims): Admin,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    key: IdempotencyKey,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
+    let body: R::Patch = parse_json(&bytes, false)?;
+    let idem = key
+        .resolve(&claims.sub, expected, &bytes, R::SECRET_BODY)
+        .await?;
+    if let Some(answer) = writes::replay_from_local(&state, idem.as_ref())? {
+        return answer.respond(|o| changed_answer::<R>(&state, o));
+    }
+    let fields = if R::SLOW_PREPARE {
+        blocking(move || R::prepare_patch(body)).await?
+    } else {
+        R::prepare_patch(body)?
+    };
+    change::<R>(&state, id, fields, expected, idem.as_ref()).await
+}
+
+/// `PUT /<collection>/{id}`: [`full_patch`] of the body.
+async fn replace<R: Resource>(
+    State(state): State<Shared>,
+    Admin(claims): Admin,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    key: IdempotencyKey,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
+    let body: R::Patch = parse_json(&bytes, false)?;
+    let idem = key
+        .resolve(&claims.sub, expected, &bytes, R::SECRET_BODY)
+        .await?;
+    if let Some(answer) = writes::replay_from_local(&state, idem.as_ref())? {
+        return answer.respond(|o| changed_answer::<R>(&state, o));
+    }
+    let full = full_patch::<R>(body)?;
+    let fields = if R::SLOW_PREPARE {
+        blocking(move || R::prepare_patch(full)).await?
+    } else {
+        R::prepare_patch(full)?
+    };
+    change::<R>(&state, id, fields, expected, idem.as_ref()).await
+}
+
+/// A PUT body made whole: every patchable field it leaves out set to its create-time
+/// default; one that a create requires (`name`...) must be given.
+fn full_patch<R: Resource>(body: R::Patch) -> Result<R::Patch, ApiError> {
+    let mut given = object_of(&body)?;
+    let defaults = create_defaults::<R>()?;
+    for f in <R::Patch as Described>::FIELDS {
+        let name = f.json_name();
+        if given.contains_key(&name) {
+            continue;
+        }
+        if required_at_create::<R>(&name) {
+            return Err(ApiError::field(
+                &name,
+                "is required by PUT, which sets every field (PATCH changes only the given ones)",
+            ));
+        }
+        given.insert(
+            name.clone(),
+            defaults.get(&name).cloned().unwrap_or(Value::Null),
+        );
+    }
+    serde_json::from_value(Value::Object(given)).map_err(|e| {
+        ApiError::internal(format!(
+            "a {} PUT body with defaults: {e}",
+            R::KIND.singular()
+        ))
+    })
+}
+
+/// Every field of a create body of `R` with its default (the required ones with
+/// placeholders, which [`full_patch`] never uses).
+fn create_defaults<R: Resource>() -> Result<Map<String, Value>, ApiError> {
+    let required: Map<String, Value> = <R::Create as Described>::FIELDS
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| (f.json_name(), weft_api::describe::sample(f.shape)))
+        .collect();
+    let body: R::Create = serde_json::from_value(Value::Object(required)).map_err(|e| {
+        ApiError::internal(format!("the {} create defaults: {e}", R::KIND.singular()))
+    })?;
+    object_of(&body)
 }
 
 /// `DELETE /<collection>/{id}`.
 async fn delete<R: Resource>(
     State(state): State<Shared>,
-    _admin: Admin,
+    Admin(claims): Admin,
     Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    state
-        .node
-        .write(Command::Delete { kind: R::KIND, id })
-        .await?;
-    Ok(ok(serde_json::json!({})))
+    let idem = key.resolve(&claims.sub, expected, b"", false).await?;
+    let answered = |_: Outcome| Ok(ok(serde_json::json!({})));
+    if let Some(answer) = writes::replay_from_local(&state, idem.as_ref())? {
+        return answer.respond(answered);
+    }
+    let cmd = Command::Delete {
+        kind: R::KIND,
+        id,
+        expected_version: expected,
+    };
+    writes::propose(&state, idem.as_ref(), cmd)
+        .await?
+        .respond(answered)
 }
 
 #[cfg(test)]
@@ -571,10 +772,15 @@ mod tests {
     use super::*;
 
     /// The record a create body of `R` stores, as the API shows it, has exactly the fields
-    /// the document lists for `R` (besides `id`, `createdAt` and `updatedAt`).
+    /// the document lists for `R` (its own and every record's: `id`, `createdAt`,
+    /// `updatedAt` and `version`).
     fn check<R: Resource>(body: Value) {
         let create: R::Create = serde_json::from_value(body).expect("a valid body");
-        let record = Value::Object(R::prepare_create(create).expect("prepared").fields);
+        let mut fields = R::prepare_create(create).expect("prepared").fields;
+        for k in ["id", "createdAt", "updatedAt"] {
+            fields.insert(k.into(), Value::String("x".into()));
+        }
+        let record = Value::Object(fields);
         let empty = weft_model::state::MemState::default();
         let shown: BTreeSet<String> =
             weft_model::enrollment::present(&empty, R::KIND, R::KIND.public(record))
@@ -584,8 +790,71 @@ mod tests {
                 .keys()
                 .cloned()
                 .collect();
-        let listed: BTreeSet<String> = R::SHOWN.iter().map(|f| f.json_name()).collect();
+        let listed: BTreeSet<String> = crate::openapi::schemas::RECORD_FIELDS
+            .iter()
+            .chain(R::SHOWN)
+            .map(|f| f.json_name())
+            .collect();
         assert_eq!(shown, listed, "{}", R::KIND.table());
+    }
+
+    /// A PUT body of every kind is made whole from the create defaults: what it leaves out
+    /// is reset, what a create requires must be given.
+    #[test]
+    fn put_resets_what_it_leaves_out_and_requires_what_a_create_requires() {
+        let full = full_patch::<Services>(models::ServicePatch {
+            name: Some("web".into()),
+            ..Default::default()
+        })
+        .expect("whole");
+        assert_eq!(full.role_attributes, Some(vec![]));
+        assert_eq!(full.encryption_required, Some(true));
+        assert_eq!(full.terminator_strategy.as_deref(), Some("smartrouting"));
+        assert_eq!(full.tags, Some(Default::default()));
+        let e = full_patch::<Services>(models::ServicePatch::default()).unwrap_err();
+        assert_eq!(
+            e.cause.as_deref().map(|c| c.starts_with("name:")),
+            Some(true)
+        );
+        let e = full_patch::<Configs>(models::ConfigPatch {
+            name: Some("c".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.cause.unwrap().starts_with("configTypeId:"));
+        // Identities: `enrollment` (create only) stays unset; edge routers keep what only
+        // enrollment sets (the patch body does not have it).
+        let id = full_patch::<Identities>(models::IdentityPatch {
+            name: Some("i".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(id.enrollment, None);
+        assert_eq!(id.auth_policy_id.as_deref(), Some("default"));
+        let fields = Identities::prepare_patch(id).unwrap();
+        assert!(!fields.contains_key("enrollment"));
+        let er = EdgeRouters::prepare_patch(
+            full_patch::<EdgeRouters>(models::EdgeRouterPatch {
+                name: Some("r".into()),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!er.contains_key("isVerified"));
+        assert_eq!(er["isTunnelerEnabled"], false);
+        // Authenticators: username and password are required, tags reset.
+        assert!(full_patch::<Authenticators>(models::AuthenticatorPatch::default()).is_err());
+        let a = full_patch::<Authenticators>(models::AuthenticatorPatch {
+            username: Some("u".into()),
+            password: Some("long enough".into()),
+            tags: None,
+        })
+        .unwrap();
+        assert_eq!(a.tags, Some(Default::default()));
+        let e =
+            full_patch::<crate::enroll::Enrollments>(models::EnrollmentPatch::default()).unwrap();
+        assert_eq!(e.tags, Some(Default::default()));
     }
 
     /// A create body of `R` with its required fields only.

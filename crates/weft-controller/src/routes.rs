@@ -85,6 +85,11 @@ impl Routes {
         )
     }
 
+    /// `PUT path`.
+    pub fn put<H: Handler<T, Shared>, T: 'static>(self, path: &str, handler: H, op: Op) -> Routes {
+        self.add(MethodFilter::PUT, HttpMethod::Put, "PUT", path, handler, op)
+    }
+
     /// `DELETE path`.
     pub fn delete<H: Handler<T, Shared>, T: 'static>(
         self,

@@ -44,9 +44,20 @@ pub enum Command {
         id: String,
         patch: Map<String, Value>,
         at: UnixMs,
+        /// Compare-and-set (`If-Match`): apply only if the entity is at this version, else
+        /// [`DomainError::VersionMismatch`]. Checked here, in apply, so two racing
+        /// compare-and-sets cannot both win. Absent in entries written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_version: Option<u64>,
     },
     /// Delete an entity.
-    Delete { kind: EntityKind, id: String },
+    Delete {
+        kind: EntityKind,
+        id: String,
+        /// Compare-and-set, as for [`Command::Update`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_version: Option<u64>,
+    },
     /// Revoke an API session everywhere (logout, admin revocation). `now` prunes
     /// revocations of sessions that expired anyway.
     RevokeSession {
@@ -63,6 +74,24 @@ pub enum Command {
     CreateAll { records: Vec<(EntityKind, Value)> },
     /// Use an enrollment token: see [`crate::enrollment`].
     Enroll(crate::enrollment::Enroll),
+    /// `inner`, at most once per idempotency key (see [`crate::idempotency`]): the first
+    /// time it is applied and its result stored under the key, in the same transaction;
+    /// later with the same fingerprint the stored result is answered
+    /// ([`Outcome::Replayed`]) and nothing is applied; with another fingerprint it is
+    /// refused ([`DomainError::IdempotencyKeyReused`]).
+    Idempotent {
+        /// Whose key it is (the caller's subject): keys of different callers never meet.
+        scope: String,
+        /// The `Idempotency-Key` the caller chose.
+        key: String,
+        /// What the request was (method, path, body), hashed by the proposer: the same key
+        /// for another request is refused.
+        fingerprint: String,
+        /// When it was proposed: the record's birth, and what older records expire against.
+        at: UnixMs,
+        /// The command the request stands for.
+        inner: Box<Command>,
+    },
 }
 
 /// What a successfully applied command produced.
@@ -73,6 +102,9 @@ pub enum Outcome {
     Entity(Value),
     /// Nothing to return.
     Done,
+    /// The stored result of the first command with the same idempotency key: nothing was
+    /// applied this time (see [`Command::Idempotent`]).
+    Replayed(Box<Result<Outcome, DomainError>>),
 }
 
 /// The cluster CA as stored in replicated state.
@@ -131,8 +163,27 @@ pub fn apply(
             id,
             patch,
             at,
-        } => Ok(entity(entity::update(st, *kind, id, patch, &rfc3339(*at))?)),
-        Command::Delete { kind, id } => Ok(entity(entity::delete(st, *kind, id)?)),
+            expected_version,
+        } => Ok(entity(entity::update(
+            st,
+            *kind,
+            id,
+            patch,
+            &rfc3339(*at),
+            *expected_version,
+        )?)),
+        Command::Delete {
+            kind,
+            id,
+            expected_version,
+        } => Ok(entity(entity::delete(st, *kind, id, *expected_version)?)),
+        Command::Idempotent {
+            scope,
+            key,
+            fingerprint,
+            at,
+            inner,
+        } => crate::idempotency::apply(st, scope, key, fingerprint, *at, inner),
         Command::CreateAll { records } => {
             let mut first = None;
             for (i, (kind, record)) in records.iter().enumerate() {
@@ -145,7 +196,7 @@ pub fn apply(
                         // to earlier ones).
                         for (kind, record) in records[..i].iter().rev() {
                             let id = record.get("id").and_then(Value::as_str).unwrap_or("");
-                            let _ = entity::delete(st, *kind, id)?;
+                            let _ = entity::delete(st, *kind, id, None)?;
                         }
                         return Ok(Err(e));
                     }
@@ -291,7 +342,8 @@ impl std::fmt::Display for Command {
                 record.get("id").and_then(Value::as_str).unwrap_or("?")
             ),
             Command::Update { kind, id, .. } => write!(f, "update {}({id})", kind.singular()),
-            Command::Delete { kind, id } => write!(f, "delete {}({id})", kind.singular()),
+            Command::Delete { kind, id, .. } => write!(f, "delete {}({id})", kind.singular()),
+            Command::Idempotent { inner, .. } => write!(f, "idempotent {inner}"),
             Command::RevokeSession { session_id, .. } => write!(f, "revoke-session({session_id})"),
             Command::RecordSession { session, .. } => write!(
                 f,
@@ -374,6 +426,7 @@ mod tests {
                 id: "a".into(),
                 patch,
                 at: 0,
+                expected_version: None,
             },
         )
         .unwrap()
@@ -392,6 +445,7 @@ mod tests {
             &Command::Delete {
                 kind: EntityKind::Service,
                 id: "a".into(),
+                expected_version: None,
             },
         )
         .unwrap()
@@ -465,6 +519,7 @@ mod tests {
                 id: "a".into(),
                 patch,
                 at: 0,
+                expected_version: None,
             },
         )
         .unwrap()
@@ -481,11 +536,160 @@ mod tests {
             &Command::Delete {
                 kind: EntityKind::Service,
                 id: "nope".into(),
+                expected_version: None,
             },
         )
         .unwrap()
         .unwrap_err();
         assert!(matches!(err, DomainError::NotFound { .. }));
+    }
+
+    fn patch_name(id: &str, name: &str, expected_version: Option<u64>) -> Command {
+        let mut patch = Map::new();
+        patch.insert("name".into(), json!(name));
+        Command::Update {
+            kind: EntityKind::Service,
+            id: id.into(),
+            patch,
+            at: 5,
+            expected_version,
+        }
+    }
+
+    fn version(st: &MemState, id: &str) -> u64 {
+        let rec = entity::get(st, EntityKind::Service, id).unwrap().unwrap();
+        EntityKind::Service.public(rec)["version"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn every_change_increments_the_version() {
+        let mut st = MemState::default();
+        let Outcome::Entity(created) = apply(&mut st, &svc("a", "web")).unwrap().unwrap() else {
+            panic!()
+        };
+        assert_eq!(created["version"], 1);
+        for (i, name) in ["w1", "w2", "w3"].iter().enumerate() {
+            let Outcome::Entity(rec) = apply(&mut st, &patch_name("a", name, None))
+                .unwrap()
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(rec["version"], i as u64 + 2);
+        }
+        assert_eq!(version(&st, "a"), 4);
+        // A refused change changes no version.
+        apply(&mut st, &svc("b", "taken")).unwrap().unwrap();
+        apply(&mut st, &patch_name("a", "taken", None))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(version(&st, "a"), 4);
+    }
+
+    #[test]
+    fn a_record_without_a_version_reads_as_1_and_becomes_2() {
+        let mut st = MemState::default();
+        // As a version without versions stored it.
+        let old = json!({"id": "a", "name": "web", "roleAttributes": [], "tags": {},
+                         "createdAt": "t0", "updatedAt": "t0"});
+        st.put("services", "a", &serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        st.put("services.by-name", "web", b"a").unwrap();
+        assert_eq!(version(&st, "a"), 1);
+        apply(&mut st, &patch_name("a", "web2", Some(1)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(version(&st, "a"), 2);
+    }
+
+    #[test]
+    fn if_match_mismatch_is_refused_and_changes_nothing() {
+        let mut st = MemState::default();
+        apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        apply(&mut st, &patch_name("a", "web2", Some(1)))
+            .unwrap()
+            .expect("the right version");
+        let before = st.map.clone();
+        let err = apply(&mut st, &patch_name("a", "web3", Some(1)))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DomainError::VersionMismatch {
+                kind: "service".into(),
+                id: "a".into(),
+                expected: 1,
+                current: 2
+            }
+        );
+        let stale_delete = Command::Delete {
+            kind: EntityKind::Service,
+            id: "a".into(),
+            expected_version: Some(1),
+        };
+        assert!(matches!(
+            apply(&mut st, &stale_delete).unwrap(),
+            Err(DomainError::VersionMismatch { current: 2, .. })
+        ));
+        assert_eq!(before, st.map, "nothing changed");
+        // Not found stays not found, whatever the version.
+        let missing = Command::Delete {
+            kind: EntityKind::Service,
+            id: "nope".into(),
+            expected_version: Some(1),
+        };
+        assert!(matches!(
+            apply(&mut st, &missing).unwrap(),
+            Err(DomainError::NotFound { .. })
+        ));
+        let delete = Command::Delete {
+            kind: EntityKind::Service,
+            id: "a".into(),
+            expected_version: Some(2),
+        };
+        apply(&mut st, &delete).unwrap().expect("the right version");
+        assert!(entity::get(&st, EntityKind::Service, "a")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn two_compare_and_sets_on_one_version_cannot_both_win() {
+        let mut st = MemState::default();
+        apply(&mut st, &svc("a", "web")).unwrap().unwrap();
+        let first = apply(&mut st, &patch_name("a", "mine", Some(1))).unwrap();
+        let second = apply(&mut st, &patch_name("a", "yours", Some(1))).unwrap();
+        assert!(first.is_ok());
+        assert!(matches!(second, Err(DomainError::VersionMismatch { .. })));
+        let rec = entity::get(&st, EntityKind::Service, "a").unwrap().unwrap();
+        assert_eq!(rec["name"], "mine");
+    }
+
+    #[test]
+    fn entries_written_before_versions_still_decode() {
+        let update: Command = serde_json::from_value(json!({
+            "op": "update", "kind": "service", "id": "a", "patch": {"name": "x"}, "at": 1
+        }))
+        .unwrap();
+        assert!(matches!(
+            update,
+            Command::Update {
+                expected_version: None,
+                ..
+            }
+        ));
+        let delete: Command =
+            serde_json::from_value(json!({"op": "delete", "kind": "service", "id": "a"})).unwrap();
+        assert!(matches!(
+            delete,
+            Command::Delete {
+                expected_version: None,
+                ..
+            }
+        ));
+        // And a command without a precondition is written as before.
+        let text = serde_json::to_string(&delete).unwrap();
+        assert!(!text.contains("expected"), "{text}");
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub(crate) fn apply(
             patch.insert("isVerified".into(), Value::Bool(true));
             patch.insert("fingerprint".into(), Value::String(cmd.fingerprint.clone()));
             let router = str_of(&enrollment, "edgeRouterId").to_owned();
-            entity::update(st, EntityKind::EdgeRouter, &router, &patch, &at)?
+            entity::update(st, EntityKind::EdgeRouter, &router, &patch, &at, None)?
         }
     };
     if let Err(e) = done {
@@ -219,7 +219,14 @@ pub(crate) fn apply(
         "certFingerprint".into(),
         Value::String(cmd.fingerprint.clone()),
     );
-    entity::update(st, EntityKind::Enrollment, &cmd.enrollment_id, &patch, &at)
+    entity::update(
+        st,
+        EntityKind::Enrollment,
+        &cmd.enrollment_id,
+        &patch,
+        &at,
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -322,6 +329,7 @@ mod tests {
             .unwrap();
         assert_eq!(r["isVerified"], true);
         assert_eq!(r["fingerprint"], FP);
+        assert_eq!(r["version"], 2, "enrolling changed the router");
     }
 
     #[test]
@@ -347,6 +355,7 @@ mod tests {
             &Command::Delete {
                 kind: EntityKind::Identity,
                 id: "i1".into(),
+                expected_version: None,
             },
         )
         .unwrap()

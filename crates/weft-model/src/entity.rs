@@ -1,7 +1,10 @@
 //! The generic entity layer. An entity kind is declared by one [`EntityKind`] variant: its
 //! table, its singular name and its validation. Create, update (merge of top-level
 //! fields), delete, get and paged list, including the unique-name index, are written once
-//! here for every kind.
+//! here for every kind. Every record carries a [`VERSION`], raised by every change, which
+//! update and delete compare when the command names the version it expects (the API's
+//! `If-Match`), inside apply, so two compare-and-sets racing on one version cannot both
+//! win.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -77,6 +80,19 @@ struct StoredEnrollment {
 /// Fields of an edge router that only enrollment sets (never a create or patch body).
 pub const ROUTER_ENROLLED_FIELDS: [&str; 2] = ["isVerified", "fingerprint"];
 
+/// Every record's version: 1 at create, one more at every change of the record by any
+/// command (so `If-Match` can compare and set). A record stored before versions existed
+/// has none and counts as version 1.
+pub const VERSION: &str = "version";
+
+/// The fields of every record that only apply sets (never a create or patch body).
+const SYSTEM_FIELDS: [&str; 4] = ["id", "createdAt", "updatedAt", VERSION];
+
+/// The version of a stored record ([`VERSION`]; 1 when it has none).
+pub fn version_of(record: &Value) -> u64 {
+    record.get(VERSION).and_then(Value::as_u64).unwrap_or(1)
+}
+
 /// Fields kept in state but never shown by the API (nor matched by list filters, which
 /// could otherwise probe them).
 pub(crate) const SECRET_FIELDS: [&str; 1] = ["passwordHash"];
@@ -145,6 +161,7 @@ impl EntityKind {
             for f in SECRET_FIELDS {
                 obj.remove(f);
             }
+            obj.entry(VERSION).or_insert_with(|| Value::from(1u64));
             if self == EntityKind::Identity {
                 // Records from before auth policies have the default one.
                 obj.entry("authPolicyId")
@@ -184,7 +201,7 @@ impl EntityKind {
     pub fn validate(self, record: &Value) -> Result<(), DomainError> {
         use weft_api::models as m;
         let mut body = record.as_object().cloned().unwrap_or_default();
-        for k in ["id", "createdAt", "updatedAt"] {
+        for k in SYSTEM_FIELDS {
             body.remove(k);
         }
         if self == EntityKind::EdgeRouter {
@@ -693,6 +710,7 @@ fn in_state(r: Result<(), DomainError>) -> Result<Result<(), DomainError>, Stora
     }
 }
 
+/// Creates `record` as proposed, at version 1 (the stored record is the outcome).
 pub(crate) fn create(
     st: &mut dyn StateWrite,
     kind: EntityKind,
@@ -712,9 +730,13 @@ pub(crate) fn create(
             reason: "must not be empty".into(),
         }));
     }
+    let mut stored = record.clone();
+    if let Some(obj) = stored.as_object_mut() {
+        obj.insert(VERSION.into(), Value::from(1u64));
+    }
     if let Some(existing) = get(st, kind, id)? {
         // The same proposal applied twice (a retried forward): answer as the first time.
-        if &existing == record {
+        if existing == stored || &existing == record {
             return Ok(Ok(existing));
         }
     }
@@ -730,18 +752,40 @@ pub(crate) fn create(
             reason: format!("id {id} is already in use"),
         }));
     }
-    st.put(kind.table(), id, &encode(record))?;
+    st.put(kind.table(), id, &encode(&stored))?;
     st.put(&kind.name_index(), name, id.as_bytes())?;
-    index::on_change(st, kind, id, None, Some(record))?;
-    Ok(Ok(record.clone()))
+    index::on_change(st, kind, id, None, Some(&stored))?;
+    Ok(Ok(stored))
 }
 
+/// Refuses a compare-and-set whose `expected` version is not `record`'s current one.
+fn check_version(
+    kind: EntityKind,
+    id: &str,
+    record: &Value,
+    expected: Option<u64>,
+) -> Result<(), DomainError> {
+    let current = version_of(record);
+    match expected {
+        Some(expected) if expected != current => Err(DomainError::VersionMismatch {
+            kind: kind.singular().into(),
+            id: id.into(),
+            expected,
+            current,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Merges `patch` into record `id` (its version goes up by one), if its version is
+/// `expected` (any, when `None`).
 pub(crate) fn update(
     st: &mut dyn StateWrite,
     kind: EntityKind,
     id: &str,
     patch: &Map<String, Value>,
     updated_at: &str,
+    expected: Option<u64>,
 ) -> Result<Result<Value, DomainError>, StorageFault> {
     let Some(old) = get(st, kind, id)? else {
         return Ok(Err(DomainError::NotFound {
@@ -749,16 +793,20 @@ pub(crate) fn update(
             id: id.into(),
         }));
     };
+    if let Err(e) = check_version(kind, id, &old, expected) {
+        return Ok(Err(e));
+    }
     let mut record = old.clone();
     let old_name = str_field(&record, "name").to_owned();
     if let Some(obj) = record.as_object_mut() {
         for (k, v) in patch {
-            if matches!(k.as_str(), "id" | "createdAt" | "updatedAt") {
+            if SYSTEM_FIELDS.contains(&k.as_str()) {
                 continue;
             }
             obj.insert(k.clone(), v.clone());
         }
         obj.insert("updatedAt".into(), Value::String(updated_at.into()));
+        obj.insert(VERSION.into(), Value::from(version_of(&old) + 1));
     }
     if let Err(e) = kind.validate(&record) {
         return Ok(Err(e));
@@ -782,10 +830,13 @@ pub(crate) fn update(
     Ok(Ok(record))
 }
 
+/// Deletes record `id` (and what it owns), if its version is `expected` (any, when
+/// `None`).
 pub(crate) fn delete(
     st: &mut dyn StateWrite,
     kind: EntityKind,
     id: &str,
+    expected: Option<u64>,
 ) -> Result<Result<Value, DomainError>, StorageFault> {
     let Some(record) = get(st, kind, id)? else {
         return Ok(Err(DomainError::NotFound {
@@ -793,6 +844,9 @@ pub(crate) fn delete(
             id: id.into(),
         }));
     };
+    if let Err(e) = check_version(kind, id, &record, expected) {
+        return Ok(Err(e));
+    }
     if let Some(by) = kind.referenced_by(st, id)? {
         return Ok(Err(DomainError::Referenced {
             kind: kind.singular().into(),

@@ -30,6 +30,19 @@ pub enum DomainError {
     /// The enrollment was already used.
     #[error("the enrollment was already used at {0}")]
     AlreadyEnrolled(String),
+    /// A compare-and-set (`If-Match`) expected another version than the entity has: it
+    /// changed since the caller read it. Nothing was changed.
+    #[error("{kind} {id} is at version {current}, not the expected version {expected}")]
+    VersionMismatch {
+        kind: String,
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+    /// An idempotency key was used before, within its lifetime, for another request
+    /// (another method, path or body). Nothing was changed.
+    #[error("the Idempotency-Key {key:?} was already used for another request (method, path or body); use a new key for a new request")]
+    IdempotencyKeyReused { key: String },
     /// Reading state failed while checking a command (never returned by apply as a
     /// verdict: it is turned back into a [`StorageFault`]).
     #[error("storage fault: {0}")]

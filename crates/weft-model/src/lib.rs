@@ -13,6 +13,7 @@ pub mod enrollment;
 pub mod entity;
 pub mod error;
 pub mod filter;
+pub mod idempotency;
 pub mod index;
 pub mod policy;
 pub mod schema;

@@ -16,6 +16,12 @@ pub trait StateRead {
     fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
         Ok(self.scan(table)?.into_iter().map(|(k, _)| k).collect())
     }
+    /// The first `limit` keys of `table`, in order: the oldest rows of a time-ordered
+    /// table (see [`crate::idempotency`]), read without walking the whole table. Stores
+    /// override it so the cost is `limit`, not the table's size.
+    fn first_keys(&self, table: &str, limit: usize) -> Result<Vec<String>, StorageFault> {
+        Ok(self.keys(table)?.into_iter().take(limit).collect())
+    }
     /// Whether `table/key` exists. Stores override it to skip copying the value.
     fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
         Ok(self.get(table, key)?.is_some())

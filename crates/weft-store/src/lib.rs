@@ -666,6 +666,54 @@ mod tests {
         assert_eq!(b.export_state().unwrap(), image);
     }
 
+    /// `first_keys` walks only the head of a table (the store's override agrees with the
+    /// trait's default), and the idempotency records applied into the state travel with a
+    /// snapshot: a node that installs it replays a retried request instead of acting twice.
+    #[test]
+    fn first_keys_and_idempotency_records_in_a_snapshot() {
+        use serde_json::json;
+        use weft_model::{Command, EntityKind, Outcome};
+        let (_d1, a) = open();
+        a.write_state(|t| {
+            for k in ["c", "a", "b"] {
+                t.put("t", k, b"")?;
+            }
+            t.put("t2", "0", b"")
+        })
+        .unwrap();
+        let v = a.read_state().unwrap();
+        assert_eq!(v.first_keys("t", 2).unwrap(), vec!["a", "b"]);
+        assert_eq!(v.first_keys("t", 9).unwrap(), vec!["a", "b", "c"]);
+        assert!(v.first_keys("none", 3).unwrap().is_empty());
+
+        let create = |id: &str| Command::Idempotent {
+            scope: "admin".into(),
+            key: "k1".into(),
+            fingerprint: "f".into(),
+            at: 1_000,
+            inner: Box::new(Command::Create {
+                kind: EntityKind::Service,
+                record: json!({"id": id, "name": "web", "createdAt": "t", "updatedAt": "t"}),
+            }),
+        };
+        let first = a
+            .write_state(|t| weft_model::apply(t, &create("s1")))
+            .unwrap()
+            .unwrap();
+        let (_d2, b) = open();
+        b.import_state(&a.export_state().unwrap()).unwrap();
+        let again = b
+            .write_state(|t| weft_model::apply(t, &create("s2")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, Outcome::Replayed(Box::new(Ok(first))));
+        let v = b.read_state().unwrap();
+        assert!(v.get("services", "s2").unwrap().is_none());
+        assert!(weft_model::idempotency::lookup(&v, "admin", "k1", 1_000)
+            .unwrap()
+            .is_some());
+    }
+
     /// An image from a version without the policy index (a snapshot file, a snapshot sent
     /// by such a node) gets its index rows when it is loaded, before anything reads it; an
     /// image that has them is loaded as it is.

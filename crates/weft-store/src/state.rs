@@ -98,6 +98,14 @@ impl Image {
         self.table(table).map(|((_, k), _)| k.to_string()).collect()
     }
 
+    /// The first `limit` keys of one logical table (a bounded range walk).
+    fn first_keys(&self, table: &str, limit: usize) -> Vec<String> {
+        self.table(table)
+            .take(limit)
+            .map(|((_, k), _)| k.to_string())
+            .collect()
+    }
+
     fn contains(&self, table: &str, k: &str) -> bool {
         self.state.contains_key(&Probe(table, k))
     }
@@ -159,6 +167,10 @@ impl StateRead for StateTxn<'_> {
 
     fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
         Ok(self.image.keys(table))
+    }
+
+    fn first_keys(&self, table: &str, limit: usize) -> Result<Vec<String>, StorageFault> {
+        Ok(self.image.first_keys(table, limit))
     }
 
     fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {
@@ -223,6 +235,10 @@ impl StateRead for StateView {
 
     fn keys(&self, table: &str) -> Result<Vec<String>, StorageFault> {
         Ok(self.image.keys(table))
+    }
+
+    fn first_keys(&self, table: &str, limit: usize) -> Result<Vec<String>, StorageFault> {
+        Ok(self.image.first_keys(table, limit))
     }
 
     fn contains(&self, table: &str, key: &str) -> Result<bool, StorageFault> {

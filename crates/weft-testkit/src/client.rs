@@ -53,7 +53,21 @@ impl TestClient {
         url: &str,
         body: Option<&[u8]>,
     ) -> anyhow::Result<Reply> {
+        self.send_with(method, url, body, &[]).await
+    }
+
+    /// [`TestClient::send`] with extra request headers (`If-Match`, `Idempotency-Key`...).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
         let mut req = self.http.request(method, url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(t) = &self.token {
             req = req.header("zt-session", t);
         }

@@ -129,14 +129,21 @@ pub fn object(doc: &str, fields: &[Field], closed: bool) -> Schema {
 }
 
 /// The fields every entity record has besides its kind's own.
-const RECORD_FIELDS: [Field; 3] = [
+pub const RECORD_FIELDS: [Field; 4] = [
     Field::new("id", Shape::Text),
     Field::new("createdAt", Shape::Text).doc("RFC 3339."),
     Field::new("updatedAt", Shape::Text).doc("RFC 3339."),
+    VERSION_FIELD,
 ];
 
+/// `version` of every entity record.
+pub const VERSION_FIELD: Field = Field::new("version", Shape::Integer).doc(
+    "1 at create, one more at every change of the record (also `ETag`). `If-Match: <version>` \
+     on PATCH, PUT or DELETE makes the change happen only at that version (compare-and-set).",
+);
+
 /// The record of an entity kind as the API shows it: `id`, `createdAt`, `updatedAt`,
-/// its `fields` and any `extra` ones, all of them always present.
+/// `version`, its `fields` and any `extra` ones, all of them always present.
 pub fn entity_model(name: &str, doc: &str, fields: &[Field], extra: &[Field]) -> Model {
     let all: Vec<Field> = RECORD_FIELDS
         .iter()
@@ -191,7 +198,8 @@ const ERROR_BODY: &[Field] = &[
         .doc("Equal to the `X-Request-Id` header."),
     Field::new("data", Shape::Json).doc(
         "Machine-readable details: `controllers` (the other members' API URLs) for \
-         CONTROLLER_NOT_IN_QUORUM, `parameter` and `position` for INVALID_FILTER.",
+         CONTROLLER_NOT_IN_QUORUM, `parameter` and `position` for INVALID_FILTER, `version` \
+         (the entity's current version) for PRECONDITION_FAILED.",
     ),
 ];
 
