@@ -71,6 +71,7 @@ impl Ledger {
     }
 }
 
+/// The entity's `version` (every record shows one), for `If-Match`.
 fn version_of(data: &Value) -> Option<u64> {
     data["version"].as_u64()
 }
@@ -97,6 +98,10 @@ async fn worker(task: usize, client: Client, budget: Arc<AtomicUsize>, ledger: A
                 Ok(data) => {
                     let id = data["id"].as_str().unwrap_or_default().to_owned();
                     let mut l = ledger.lock().unwrap();
+                    if version_of(&data).is_none() {
+                        l.errors
+                            .push(format!("task {task} create {name}: no version in {data}"));
+                    }
                     l.count("create");
                     l.created.insert(name.clone(), id.clone());
                     owned.push(Owned {
@@ -117,8 +122,15 @@ async fn worker(task: usize, client: Client, budget: Arc<AtomicUsize>, ledger: A
                 .await
             {
                 Ok(data) => {
-                    o.version = version_of(&data);
                     let mut l = ledger.lock().unwrap();
+                    match version_of(&data) {
+                        Some(v) if Some(v) > o.version => {}
+                        other => l.errors.push(format!(
+                            "task {task} patch {}: version {other:?} after {:?}",
+                            o.name, o.version
+                        )),
+                    }
+                    o.version = version_of(&data);
                     l.count("patch");
                     l.patched.insert(o.id.clone(), value);
                 }
@@ -213,7 +225,7 @@ async fn nemesis(
                 0 => {
                     cluster.kill9(leader)?;
                     *done.entry("kill9 leader").or_insert(0) += 1;
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
                     cluster.restart(leader).await?;
                 }
                 1 => {
@@ -236,7 +248,7 @@ async fn nemesis(
                 }
             }
             round += 1;
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Ok(())
     }
@@ -253,7 +265,10 @@ async fn sdk_gives_exactly_once_writes_under_a_nemesis() {
             .urls(urls.clone())
             .ca_pem(cluster.ca_pem())
             .password(ADMIN_USER, ADMIN_PASSWORD)
-            .attempt_timeout(Duration::from_secs(3))
+            // Shorter than a write can take while a leader is replaced (election wait,
+            // forwarding to a dead leader): attempts time out while their write may
+            // still be applied, and the retry must be answered by the idempotency record.
+            .attempt_timeout(Duration::from_secs(1))
             .connect()
             .await
             .context("connecting the SDK client")?;
