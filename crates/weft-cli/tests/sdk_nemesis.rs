@@ -1,8 +1,9 @@
 //! The SDK against a real 3-node cluster under a nemesis: 8 concurrent tasks share one
-//! `weft_sdk::Client` (all 3 URLs) for 5,000 operations (creates of uniquely named
-//! services, `If-Match` patches and deletes of services the task created, lists, shows),
-//! while another task kills -9 the leader and restarts it, freezes a follower and thaws
-//! it, and stops and restarts nodes.
+//! `weft_sdk::Client` (all 3 URLs) for 5,000 operations paced over about 30 s (creates of
+//! uniquely named services, `If-Match` patches and deletes of services the task created,
+//! lists, shows), while another task kills -9 the leader and restarts it, freezes a
+//! follower and thaws it, and stops and restarts nodes. Attempts time out after 1 s, less
+//! than a write can take while a leader is replaced, so retries race their first attempt.
 //!
 //! The SDK's promise is that the caller sees no error it did not cause: every retryable
 //! failure is retried, and a retry of a write whose first attempt was applied (a timeout,
@@ -33,6 +34,9 @@ use common::{bounded, list_services, name_counts, MGMT, WAIT};
 const OPERATIONS: usize = 5_000;
 /// Concurrent tasks sharing the client.
 const TASKS: usize = 8;
+/// Operations start at most this often (over all tasks), so the 5,000 take about
+/// 30 s and the nemesis gets through several rounds of each fault meanwhile.
+const PACE: Duration = Duration::from_millis(6);
 /// Name prefix of this test's services.
 const PREFIX: &str = "nem-";
 
@@ -77,12 +81,23 @@ fn version_of(data: &Value) -> Option<u64> {
 }
 
 /// One task: a random mix of operations until the shared budget is spent.
-async fn worker(task: usize, client: Client, budget: Arc<AtomicUsize>, ledger: Arc<Mutex<Ledger>>) {
+async fn worker(
+    task: usize,
+    client: Client,
+    budget: Arc<AtomicUsize>,
+    ledger: Arc<Mutex<Ledger>>,
+    started: tokio::time::Instant,
+) {
     let mut rng = StdRng::seed_from_u64(0x5eed_0000 + task as u64);
     let mut owned: Vec<Owned> = Vec::new();
     let mut seq = 0usize;
     let services = format!("{MGMT}/services");
-    while budget.fetch_add(1, Ordering::Relaxed) < OPERATIONS {
+    loop {
+        let k = budget.fetch_add(1, Ordering::Relaxed);
+        if k >= OPERATIONS {
+            break;
+        }
+        tokio::time::sleep_until(started + PACE * k as u32).await;
         let roll = rng.gen_range(0..100);
         let fail = |what: String, e: Error| {
             ledger
@@ -281,10 +296,19 @@ async fn sdk_gives_exactly_once_writes_under_a_nemesis() {
         let stop = Arc::new(AtomicBool::new(false));
         let faults = tokio::spawn(nemesis(cluster, stop.clone()));
         let started = Instant::now();
+        let paced = tokio::time::Instant::now();
         let budget = Arc::new(AtomicUsize::new(0));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let tasks: Vec<_> = (0..TASKS)
-            .map(|t| tokio::spawn(worker(t, client.clone(), budget.clone(), ledger.clone())))
+            .map(|t| {
+                tokio::spawn(worker(
+                    t,
+                    client.clone(),
+                    budget.clone(),
+                    ledger.clone(),
+                    paced,
+                ))
+            })
             .collect();
         for t in tasks {
             t.await.context("a worker panicked")?;
