@@ -1,7 +1,9 @@
 //! [`Client`] and its builder: one call's journey through the failover rules.
 //!
 //! Every call has a deadline (`call_timeout`, default 30 s) covering all its attempts.
-//! An attempt goes to the pool's current controller (see [`crate::pool`]) and its answer
+//! An attempt goes to the current controller of the pool (the known controllers in a
+//! stable order: seed URLs, then members learned later; those marked down are skipped
+//! until their mark ends, and a failover moves the current one on) and its answer
 //! decides what happens next:
 //!
 //! | answer | what the client does |
