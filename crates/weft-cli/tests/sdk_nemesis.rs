@@ -1,8 +1,9 @@
 //! The SDK against a real 3-node cluster under a nemesis: 8 concurrent tasks share one
-//! `weft_sdk::Client` (all 3 URLs) for 5,000 operations (creates of uniquely named
-//! services, `If-Match` patches and deletes of services the task created, lists, shows),
-//! while another task kills -9 the leader and restarts it, freezes a follower and thaws
-//! it, and stops and restarts nodes.
+//! `weft_sdk::Client` (all 3 URLs) for 5,000 operations paced over about 30 s (creates of
+//! uniquely named services, `If-Match` patches and deletes of services the task created,
+//! lists, shows), while another task kills -9 the leader and restarts it, freezes a
+//! follower and thaws it, and stops and restarts nodes. Attempts time out after 1 s, less
+//! than a write can take while a leader is replaced, so retries race their first attempt.
 //!
 //! The SDK's promise is that the caller sees no error it did not cause: every retryable
 //! failure is retried, and a retry of a write whose first attempt was applied (a timeout,
@@ -33,6 +34,9 @@ use common::{bounded, list_services, name_counts, MGMT, WAIT};
 const OPERATIONS: usize = 5_000;
 /// Concurrent tasks sharing the client.
 const TASKS: usize = 8;
+/// Operations start at most this often (over all tasks), so the 5,000 take about
+/// 30 s and the nemesis gets through several rounds of each fault meanwhile.
+const PACE: Duration = Duration::from_millis(6);
 /// Name prefix of this test's services.
 const PREFIX: &str = "nem-";
 
@@ -71,17 +75,29 @@ impl Ledger {
     }
 }
 
+/// The entity's `version` (every record shows one), for `If-Match`.
 fn version_of(data: &Value) -> Option<u64> {
     data["version"].as_u64()
 }
 
 /// One task: a random mix of operations until the shared budget is spent.
-async fn worker(task: usize, client: Client, budget: Arc<AtomicUsize>, ledger: Arc<Mutex<Ledger>>) {
+async fn worker(
+    task: usize,
+    client: Client,
+    budget: Arc<AtomicUsize>,
+    ledger: Arc<Mutex<Ledger>>,
+    started: tokio::time::Instant,
+) {
     let mut rng = StdRng::seed_from_u64(0x5eed_0000 + task as u64);
     let mut owned: Vec<Owned> = Vec::new();
     let mut seq = 0usize;
     let services = format!("{MGMT}/services");
-    while budget.fetch_add(1, Ordering::Relaxed) < OPERATIONS {
+    loop {
+        let k = budget.fetch_add(1, Ordering::Relaxed);
+        if k >= OPERATIONS {
+            break;
+        }
+        tokio::time::sleep_until(started + PACE * k as u32).await;
         let roll = rng.gen_range(0..100);
         let fail = |what: String, e: Error| {
             ledger
@@ -97,6 +113,10 @@ async fn worker(task: usize, client: Client, budget: Arc<AtomicUsize>, ledger: A
                 Ok(data) => {
                     let id = data["id"].as_str().unwrap_or_default().to_owned();
                     let mut l = ledger.lock().unwrap();
+                    if version_of(&data).is_none() {
+                        l.errors
+                            .push(format!("task {task} create {name}: no version in {data}"));
+                    }
                     l.count("create");
                     l.created.insert(name.clone(), id.clone());
                     owned.push(Owned {
@@ -117,8 +137,15 @@ async fn worker(task: usize, client: Client, budget: Arc<AtomicUsize>, ledger: A
                 .await
             {
                 Ok(data) => {
-                    o.version = version_of(&data);
                     let mut l = ledger.lock().unwrap();
+                    match version_of(&data) {
+                        Some(v) if Some(v) > o.version => {}
+                        other => l.errors.push(format!(
+                            "task {task} patch {}: version {other:?} after {:?}",
+                            o.name, o.version
+                        )),
+                    }
+                    o.version = version_of(&data);
                     l.count("patch");
                     l.patched.insert(o.id.clone(), value);
                 }
@@ -213,7 +240,7 @@ async fn nemesis(
                 0 => {
                     cluster.kill9(leader)?;
                     *done.entry("kill9 leader").or_insert(0) += 1;
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
                     cluster.restart(leader).await?;
                 }
                 1 => {
@@ -236,7 +263,7 @@ async fn nemesis(
                 }
             }
             round += 1;
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Ok(())
     }
@@ -253,7 +280,10 @@ async fn sdk_gives_exactly_once_writes_under_a_nemesis() {
             .urls(urls.clone())
             .ca_pem(cluster.ca_pem())
             .password(ADMIN_USER, ADMIN_PASSWORD)
-            .attempt_timeout(Duration::from_secs(3))
+            // Shorter than a write can take while a leader is replaced (election wait,
+            // forwarding to a dead leader): attempts time out while their write may
+            // still be applied, and the retry must be answered by the idempotency record.
+            .attempt_timeout(Duration::from_secs(1))
             .connect()
             .await
             .context("connecting the SDK client")?;
@@ -266,10 +296,19 @@ async fn sdk_gives_exactly_once_writes_under_a_nemesis() {
         let stop = Arc::new(AtomicBool::new(false));
         let faults = tokio::spawn(nemesis(cluster, stop.clone()));
         let started = Instant::now();
+        let paced = tokio::time::Instant::now();
         let budget = Arc::new(AtomicUsize::new(0));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let tasks: Vec<_> = (0..TASKS)
-            .map(|t| tokio::spawn(worker(t, client.clone(), budget.clone(), ledger.clone())))
+            .map(|t| {
+                tokio::spawn(worker(
+                    t,
+                    client.clone(),
+                    budget.clone(),
+                    ledger.clone(),
+                    paced,
+                ))
+            })
             .collect();
         for t in tasks {
             t.await.context("a worker panicked")?;

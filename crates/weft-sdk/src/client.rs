@@ -1,7 +1,9 @@
 //! [`Client`] and its builder: one call's journey through the failover rules.
 //!
 //! Every call has a deadline (`call_timeout`, default 30 s) covering all its attempts.
-//! An attempt goes to the pool's current controller (see [`crate::pool`]) and its answer
+//! An attempt goes to the current controller of the pool (the known controllers in a
+//! stable order: seed URLs, then members learned later; those marked down are skipped
+//! until their mark ends, and a failover moves the current one on) and its answer
 //! decides what happens next:
 //!
 //! | answer | what the client does |
@@ -976,10 +978,10 @@ impl Client {
             rb = rb.json(body);
         }
         if let Some(v) = req.if_match {
-            rb = rb.header("If-Match", v.to_string());
+            rb = rb.header(weft_api::IF_MATCH_HEADER, v.to_string());
         }
         if let Some(k) = key {
-            rb = rb.header("Idempotency-Key", k);
+            rb = rb.header(weft_api::IDEMPOTENCY_KEY_HEADER, k);
         }
         if let Some(t) = token {
             rb = rb.header(weft_api::SESSION_HEADER, t);
@@ -1013,7 +1015,7 @@ impl Client {
             .map(Duration::from_secs);
         let flag = |name: &str| header(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let stale = flag(weft_api::STALE_HEADER);
-        let replayed = flag("idempotent-replayed");
+        let replayed = flag(weft_api::IDEMPOTENT_REPLAYED_HEADER);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {

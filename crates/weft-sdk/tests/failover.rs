@@ -687,3 +687,26 @@ async fn lists_page_through_and_logout_forgets_the_session() {
     assert_eq!(out[0].method, "DELETE");
     assert_eq!(client.session(), None);
 }
+
+#[tokio::test]
+async fn a_refresh_refused_as_expired_logs_in_again() {
+    let fake = Fake::start(1).await;
+    fake.set_ttl(Duration::from_secs(1));
+    let client = fake.builder(None).connect().await.unwrap();
+    let old = client.session().unwrap().token;
+    // The token expired while the client was idle: the server refuses it, refresh too.
+    fake.reject_token(&old);
+    fake.set_ttl(Duration::from_secs(1800));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let resp = client.show(SERVICES).await.unwrap();
+    assert_eq!(resp["server"], 0);
+    let refreshes = fake.seen_at("/refresh");
+    assert_eq!(refreshes.len(), 1);
+    assert_eq!(refreshes[0].header("zt-session"), Some(old.as_str()));
+    assert_eq!(fake.seen_at("/authenticate").len(), 2);
+    let seen = fake.seen_at(SERVICES);
+    assert_eq!(seen.len(), 1, "the call went out once, with the new token");
+    assert_ne!(seen[0].header("zt-session"), Some(old.as_str()));
+    let stats = client.stats();
+    assert_eq!((stats.relogins, stats.refreshes), (1, 1));
+}
