@@ -26,6 +26,16 @@ pub enum RpcKind {
 }
 
 impl RpcKind {
+    /// Every kind.
+    pub const ALL: [RpcKind; 6] = [
+        RpcKind::Append,
+        RpcKind::Vote,
+        RpcKind::Snapshot,
+        RpcKind::TransferLeader,
+        RpcKind::Probe,
+        RpcKind::Leader,
+    ];
+
     /// The path segment under `/fabric/v1/peer/`.
     pub fn path(self) -> &'static str {
         match self {

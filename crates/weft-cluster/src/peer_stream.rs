@@ -53,16 +53,7 @@ impl RpcKind {
 
     /// The RPC a request tag names.
     pub fn from_tag(tag: u8) -> Option<RpcKind> {
-        [
-            RpcKind::Append,
-            RpcKind::Vote,
-            RpcKind::Snapshot,
-            RpcKind::TransferLeader,
-            RpcKind::Probe,
-            RpcKind::Leader,
-        ]
-        .into_iter()
-        .find(|k| k.tag() == tag)
+        RpcKind::ALL.into_iter().find(|k| k.tag() == tag)
     }
 }
 
@@ -208,15 +199,9 @@ mod tests {
 
     #[test]
     fn every_rpc_has_a_distinct_tag_that_maps_back() {
-        let kinds = [
-            RpcKind::Append,
-            RpcKind::Vote,
-            RpcKind::Snapshot,
-            RpcKind::TransferLeader,
-            RpcKind::Probe,
-            RpcKind::Leader,
-        ];
-        for k in kinds {
+        let mut tags = std::collections::BTreeSet::new();
+        for k in RpcKind::ALL {
+            assert!(tags.insert(k.tag()), "{k:?} shares its tag");
             assert_eq!(RpcKind::from_tag(k.tag()), Some(k));
             assert_ne!(k.tag(), REPLY_OK);
         }

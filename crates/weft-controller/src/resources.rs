@@ -659,19 +659,7 @@ async fn update<R: Resource>(
     key: IdempotencyKey,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let body: R::Patch = parse_json(&bytes, false)?;
-    let idem = key
-        .resolve(&claims.sub, expected, &bytes, R::SECRET_BODY)
-        .await?;
-    if let Some(answer) = writes::replay_from_local(&state, idem.as_ref())? {
-        return answer.respond(|o| changed_answer::<R>(&state, o));
-    }
-    let fields = if R::SLOW_PREPARE {
-        blocking(move || R::prepare_patch(body)).await?
-    } else {
-        R::prepare_patch(body)?
-    };
-    change::<R>(&state, id, fields, expected, idem.as_ref()).await
+    patch_or_replace::<R>(&state, &claims, id, expected, key, &bytes, false).await
 }
 
 /// `PUT /<collection>/{id}`: [`full_patch`] of the body.
@@ -683,20 +671,33 @@ async fn replace<R: Resource>(
     key: IdempotencyKey,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let body: R::Patch = parse_json(&bytes, false)?;
+    patch_or_replace::<R>(&state, &claims, id, expected, key, &bytes, true).await
+}
+
+/// PATCH (`full` false) or PUT (`full` true, see [`full_patch`]) of one entity.
+async fn patch_or_replace<R: Resource>(
+    state: &Shared,
+    claims: &crate::tokens::SessionClaims,
+    id: String,
+    expected: Option<u64>,
+    key: IdempotencyKey,
+    bytes: &[u8],
+    full: bool,
+) -> Result<Response, ApiError> {
+    let body: R::Patch = parse_json(bytes, false)?;
     let idem = key
-        .resolve(&claims.sub, expected, &bytes, R::SECRET_BODY)
+        .resolve(&claims.sub, expected, bytes, R::SECRET_BODY)
         .await?;
-    if let Some(answer) = writes::replay_from_local(&state, idem.as_ref())? {
-        return answer.respond(|o| changed_answer::<R>(&state, o));
+    if let Some(answer) = writes::replay_from_local(state, idem.as_ref())? {
+        return answer.respond(|o| changed_answer::<R>(state, o));
     }
-    let full = full_patch::<R>(body)?;
+    let body = if full { full_patch::<R>(body)? } else { body };
     let fields = if R::SLOW_PREPARE {
-        blocking(move || R::prepare_patch(full)).await?
+        blocking(move || R::prepare_patch(body)).await?
     } else {
-        R::prepare_patch(full)?
+        R::prepare_patch(body)?
     };
-    change::<R>(&state, id, fields, expected, idem.as_ref()).await
+    change::<R>(state, id, fields, expected, idem.as_ref()).await
 }
 
 /// A PUT body made whole: every patchable field it leaves out set to its create-time
