@@ -5,4 +5,5 @@
 
 pub mod client;
 pub mod inproc;
+pub mod linearizability;
 pub mod process;
