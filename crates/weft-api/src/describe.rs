@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::models::{
     AddMember, ApiSession, AuthenticatorCreate, AuthenticatorPatch, ClusterMember, EnrollRequest,
     EnrollResult, EnrollmentCreate, EnrollmentPatch, Health, JoinToken, LeaderInOffice,
-    PasswordLogin, RemoveMember, TransferLeadership, Version,
+    PasswordLogin, RemoveMember, StateHash, TransferLeadership, Version,
 };
 use crate::Pagination;
 
@@ -386,6 +386,23 @@ impl Described for RemoveMember {
     const FIELDS: &'static [Field] = &[Field::new("id", Shape::Text).required()];
 }
 
+impl Described for StateHash {
+    const NAME: &'static str = "StateHash";
+    const DOC: &'static str = "A digest of this controller's replicated state.";
+    const CLOSED: bool = false;
+    const FIELDS: &'static [Field] = &[
+        Field::new("nodeId", Shape::Text).required(),
+        Field::new("appliedIndex", Shape::Integer)
+            .required()
+            .nullable()
+            .doc("The last log entry applied to the state hashed."),
+        Field::new("stateHash", Shape::Text)
+            .required()
+            .doc("SHA-256 (hex) of the state rows; equal on replicas at the same appliedIndex."),
+        Field::new("rows", Shape::Integer).required(),
+    ];
+}
+
 impl Described for TransferLeadership {
     const NAME: &'static str = "TransferLeadership";
     const DOC: &'static str = "The voter to hand leadership to; none: the best other voter.";
@@ -501,6 +518,7 @@ mod tests {
             check_described::<EnrollRequest>(),
             check_described::<ApiSession>(),
             check_described::<ClusterMember>(),
+            check_described::<StateHash>(),
             check_described::<AddMember>(),
             check_described::<RemoveMember>(),
             check_described::<TransferLeadership>(),

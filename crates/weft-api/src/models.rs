@@ -443,6 +443,22 @@ pub struct ClusterMember {
     pub applied_index: Option<u64>,
 }
 
+/// `GET /fabric/v1/cluster/state-hash`: a digest of this node's replicated state, so
+/// replicas can be compared (they converged when every node shows the same
+/// `appliedIndex` and `stateHash`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateHash {
+    /// The node that answered.
+    pub node_id: String,
+    /// The index of the last log entry applied to the state hashed.
+    pub applied_index: Option<u64>,
+    /// SHA-256 of the state rows (table, key, value, in key order), lowercase hex.
+    pub state_hash: String,
+    /// How many rows were hashed.
+    pub rows: u64,
+}
+
 /// `POST /fabric/v1/cluster/add-member`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

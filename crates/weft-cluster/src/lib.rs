@@ -20,5 +20,6 @@ pub use error::ClusterError;
 pub use faults::{Faults, RpcKind};
 pub use node::{MemberView, Node, NodeConfig, NodeStatus, PeerServeError, Timing};
 pub use peer::PeerClient;
+pub use storage::StateDigest;
 pub use types::NodeId;
 pub use weft_store::{StateView, Store};

@@ -25,7 +25,7 @@ use weft_store::{StateView, Store};
 use crate::error::ClusterError;
 use crate::faults::RpcKind;
 use crate::peer::{Network, PeerClient, PeerError, WireResult};
-use crate::storage::{LogStore, StateMachine};
+use crate::storage::{LogStore, StateDigest, StateMachine};
 use crate::types::{ApplyResult, NodeId, Raft, TypeConfig};
 
 /// Timing and sizing of one node. Defaults suit a LAN or loopback cluster.
@@ -348,6 +348,16 @@ impl Node {
     /// The local replicated state (may be stale on a follower; see [`Node::linearize`]).
     pub fn read_state(&self) -> Result<StateView, ClusterError> {
         Ok(self.inner.sm.store().read_state()?)
+    }
+
+    /// The digest of this node's replicated state and the applied index it is at (local,
+    /// like [`Node::read_state`]): equal on every node once they applied the same entries.
+    pub async fn state_digest(&self) -> Result<StateDigest, ClusterError> {
+        let sm = self.inner.sm.clone();
+        tokio::task::spawn_blocking(move || sm.digest())
+            .await
+            .map_err(internal)?
+            .map_err(ClusterError::from)
     }
 
     /// Makes the next local read linearizable: learns the leader's commit index through

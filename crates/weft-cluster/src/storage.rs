@@ -344,6 +344,18 @@ struct Applied {
     membership: StoredMembership,
 }
 
+/// What a replica holds, in a form two replicas can compare: replicas that applied the
+/// same log prefix report the same applied index and the same hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDigest {
+    /// The index of the last entry applied to the state hashed (none before the first).
+    pub applied_index: Option<u64>,
+    /// SHA-256 of the state rows, lowercase hex (`weft_store::StateView::digest`).
+    pub hash: String,
+    /// How many rows were hashed.
+    pub rows: usize,
+}
+
 /// The replicated state machine: committed entries go through [`weft_model::apply`] inside
 /// one redb transaction per batch, which also records the applied log id and membership.
 /// Clones share the store and the in-memory applied state.
@@ -521,6 +533,19 @@ impl StateMachine {
         self.store.write_state(|txn| {
             txn.put_sm_meta(SM_APPLIED, &applied)?;
             txn.put_sm_meta(SM_MEMBERSHIP, &membership)
+        })
+    }
+
+    /// The digest of the replicated state with the applied index it corresponds to, both
+    /// from one consistent view (see [`StateDigest`]). Hashes every row: call it on the
+    /// blocking pool.
+    pub fn digest(&self) -> Result<StateDigest, StoreError> {
+        let view = self.store.read_state()?;
+        let st = read_applied(|k| Ok(view.sm_meta(k)?))?;
+        Ok(StateDigest {
+            applied_index: st.last_applied.map(|l| l.index),
+            hash: view.digest_hex(),
+            rows: view.rows(),
         })
     }
 
@@ -974,6 +999,41 @@ mod tests {
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
         log.save_committed(Some(log_id(1, 6))).await.unwrap();
         assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 6)));
+    }
+
+    #[tokio::test]
+    async fn replicas_that_applied_the_same_entries_have_the_same_digest() {
+        let batch = || {
+            vec![
+                Entry::new_membership(log_id(1, 1), membership(&[1])),
+                normal(1, 2, create("a", "web")),
+                normal(1, 3, create("b", "db")),
+            ]
+        };
+        let (_d1, s1) = open_tmp();
+        let (_d2, s2) = open_tmp();
+        let one = StateMachine::new(s1).unwrap();
+        let two = StateMachine::new(s2).unwrap();
+        assert_eq!(one.digest().unwrap().applied_index, None);
+        one.apply_batch(batch()).await.unwrap();
+        // The other replica applies the same entries in two batches.
+        let mut entries = batch();
+        let rest = entries.split_off(2);
+        two.apply_batch(entries).await.unwrap();
+        let halfway = two.digest().unwrap();
+        assert_eq!(halfway.applied_index, Some(2));
+        two.apply_batch(rest).await.unwrap();
+        let (a, b) = (one.digest().unwrap(), two.digest().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a.applied_index, Some(3));
+        assert_ne!(a.hash, halfway.hash);
+        // One more entry on one replica only: the digests differ.
+        one.apply_batch(vec![normal(1, 4, create("c", "api"))])
+            .await
+            .unwrap();
+        let a = one.digest().unwrap();
+        assert_eq!(a.applied_index, Some(4));
+        assert_ne!(a.hash, b.hash);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use weft_api::describe::{Field, Shape};
 use weft_api::models::{
     AddMember, ApiSession, ClusterMember, EnrollRequest, EnrollResult, Health, JoinToken,
-    LeaderInOffice, PasswordLogin, RemoveMember, TransferLeadership, Version,
+    LeaderInOffice, PasswordLogin, RemoveMember, StateHash, TransferLeadership, Version,
 };
 use weft_api::ErrorCode;
 use weft_cluster::Node;
@@ -286,6 +286,20 @@ pub fn routes() -> Routes {
             Op::admin("listClusterMembers", "The cluster's members")
                 .tag("cluster")
                 .ok(Model::of::<ClusterMember>().array()),
+        )
+        .get(
+            &format!("{cluster}/state-hash"),
+            cluster_api::state_hash,
+            Op::admin(
+                "getStateHash",
+                "A digest of this controller's replicated state",
+            )
+            .tag("cluster")
+            .describe(
+                "This node's applied index and the SHA-256 of its state rows, read \
+                     locally: replicas that applied the same entries show the same hash.",
+            )
+            .ok(Model::of::<StateHash>()),
         )
         .post(
             &format!("{cluster}/add-member"),

@@ -11,7 +11,8 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use weft_api::describe::{Described, Field, Shape};
 use weft_api::models::{
-    AddMember, ClusterMember, JoinToken, LeaderInOffice, RemoveMember, TransferLeadership,
+    AddMember, ClusterMember, JoinToken, LeaderInOffice, RemoveMember, StateHash,
+    TransferLeadership,
 };
 use weft_api::ErrorCode;
 use weft_cluster::NodeId;
@@ -54,6 +55,19 @@ pub async fn list_members(State(state): State<Shared>, _admin: Admin) -> Respons
         })
         .collect();
     ok(members)
+}
+
+/// `GET /fabric/v1/cluster/state-hash`: this node's applied index and a digest of its
+/// replicated state (local, not linearizable): tests and operators compare it across
+/// nodes to see that the replicas converged.
+pub async fn state_hash(State(state): State<Shared>, _admin: Admin) -> Result<Response, ApiError> {
+    let d = state.node.state_digest().await?;
+    Ok(ok(StateHash {
+        node_id: state.node.id().to_string(),
+        applied_index: d.applied_index,
+        state_hash: d.hash,
+        rows: d.rows as u64,
+    }))
 }
 
 /// `POST /fabric/v1/cluster/remove-member`.

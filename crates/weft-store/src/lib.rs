@@ -497,6 +497,53 @@ mod tests {
     }
 
     #[test]
+    fn state_digest_depends_on_the_rows_only() {
+        let (_d1, a) = open();
+        let (_d2, b) = open();
+        let empty = a.read_state().unwrap().digest_hex();
+        assert_eq!(empty.len(), 64);
+        // The same rows written in another order, with other metadata: the same digest.
+        a.write_state(|t| {
+            t.put("services", "s1", b"one")?;
+            t.put("services", "s2", b"two")?;
+            t.put("identities", "i1", b"x")?;
+            t.put_sm_meta("applied", b"7")
+        })
+        .unwrap();
+        b.write_state(|t| {
+            t.put("identities", "i1", b"x")?;
+            t.put("services", "s2", b"two")?;
+            t.put("services", "s9", b"gone")?;
+            t.delete("services", "s9")?;
+            t.put("services", "s1", b"one")?;
+            t.put_sm_meta("applied", b"9")
+        })
+        .unwrap();
+        let (va, vb) = (a.read_state().unwrap(), b.read_state().unwrap());
+        assert_eq!(va.digest_hex(), vb.digest_hex());
+        assert_ne!(va.digest_hex(), empty);
+        assert_eq!(va.rows(), 3);
+        // One value differs: another digest; so does a row moved across the
+        // table/key boundary ("ab" + "c" vs "a" + "bc").
+        b.write_state(|t| t.put("services", "s2", b"tw0")).unwrap();
+        assert_ne!(b.read_state().unwrap().digest_hex(), va.digest_hex());
+        let (_d3, c) = open();
+        let (_d4, d) = open();
+        c.write_state(|t| t.put("ab", "c", b"v")).unwrap();
+        d.write_state(|t| t.put("a", "bc", b"v")).unwrap();
+        assert_ne!(
+            c.read_state().unwrap().digest(),
+            d.read_state().unwrap().digest()
+        );
+        // A view keeps the digest of its moment.
+        let before = a.read_state().unwrap();
+        a.write_state(|t| t.put("services", "s3", b"three"))
+            .unwrap();
+        assert_eq!(before.digest_hex(), va.digest_hex());
+        assert_ne!(a.read_state().unwrap().digest_hex(), va.digest_hex());
+    }
+
+    #[test]
     fn purge_in_chunks_from_the_oldest_entry() {
         let (_dir, s) = open();
         s.append_log(&entries(1..=10)).unwrap();
