@@ -14,7 +14,7 @@
 //! - `admin-password`: the generated admin password, when none was given.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,6 +205,19 @@ fn cert_hosts(advertise: &str, listen: SocketAddr) -> Vec<String> {
     hosts
 }
 
+/// The address this node's peer connections (raft, probes, forwarded writes) leave from:
+/// its listen IP when that is a specific address and the advertised URL names the same
+/// IP, so that peers, and any firewall rule or fault-injecting proxy between nodes, see
+/// a node's peer traffic come from the address it is known by (the test kit's
+/// partitions of real processes tell nodes apart this way). Otherwise (listening on
+/// `0.0.0.0` or `::`, or advertised under a DNS name or another address, as behind NAT
+/// or a load balancer) the kernel chooses, as for any client.
+fn peer_source(listen: SocketAddr, advertise: &str) -> Option<IpAddr> {
+    let ip = listen.ip();
+    let advertised: IpAddr = pki::host_of_url(advertise)?.parse().ok()?;
+    (!ip.is_unspecified() && advertised == ip).then_some(ip)
+}
+
 impl Controller {
     /// Starts a controller according to `opts` (see the module doc).
     pub async fn start(opts: ControllerOptions) -> Result<Controller, StartError> {
@@ -261,10 +274,11 @@ impl Controller {
             id,
         )?);
 
-        let http = tls::http_client(
+        let http = tls::http_client_from(
             &ca_pem,
             Some((&cert_pem, &key_pem)),
             Duration::from_secs(10),
+            peer_source(opts.listen, &advertise_url),
         )?;
         let peers = PeerClient::new(http, id, opts.faults.clone());
         let store = Store::open(&dir.join("raft.redb"))?;
@@ -599,4 +613,28 @@ async fn wait_to_be_added(
     write_file(&dir.join("node-cert.pem"), cert.cert_pem.as_bytes(), false)?;
     write_file(&dir.join("node-key.pem"), key.as_bytes(), true)?;
     write_node_file(&dir, id, advertise)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_traffic_leaves_from_the_advertised_listen_address_only() {
+        let listen: SocketAddr = "127.0.0.12:7001".parse().unwrap();
+        let ip: IpAddr = "127.0.0.12".parse().unwrap();
+        assert_eq!(peer_source(listen, "https://127.0.0.12:7001"), Some(ip));
+        // Advertised at another port of the same address (a proxy in front): the same.
+        assert_eq!(peer_source(listen, "https://127.0.0.12:9001/"), Some(ip));
+        // Another address, a name, or a wildcard listen: the kernel chooses.
+        assert_eq!(peer_source(listen, "https://10.1.2.3:7001"), None);
+        assert_eq!(peer_source(listen, "https://ctrl1.example.com:7001"), None);
+        let any: SocketAddr = "0.0.0.0:7001".parse().unwrap();
+        assert_eq!(peer_source(any, "https://0.0.0.0:7001"), None);
+        let v6: SocketAddr = "[::1]:7001".parse().unwrap();
+        assert_eq!(
+            peer_source(v6, "https://[::1]:7001"),
+            Some("::1".parse().unwrap())
+        );
+    }
 }

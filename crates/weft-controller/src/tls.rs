@@ -226,8 +226,27 @@ fn checked_client(pin: Option<String>, timeout: Duration) -> Result<reqwest::Cli
     build_client(config, timeout)
 }
 
+/// [`http_client`] whose connections leave from the address `local` (when given): the
+/// peer client, so that peers see a node's traffic come from the address it is known by
+/// (see `server::peer_source`).
+pub fn http_client_from(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    timeout: Duration,
+    local: Option<std::net::IpAddr>,
+) -> Result<reqwest::Client, TlsError> {
+    Ok(client_builder(client_config(ca_pem, identity)?, timeout)
+        .local_address(local)
+        .build()?)
+}
+
 fn build_client(config: ClientConfig, timeout: Duration) -> Result<reqwest::Client, TlsError> {
-    Ok(reqwest::Client::builder()
+    Ok(client_builder(config, timeout).build()?)
+}
+
+/// The settings every client of this module shares (see [`http_client`]).
+fn client_builder(config: ClientConfig, timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .no_proxy()
         .http1_only()
@@ -235,7 +254,6 @@ fn build_client(config: ClientConfig, timeout: Duration) -> Result<reqwest::Clie
         .timeout(timeout)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
-        .build()?)
 }
 
 /// Why a pinned [`ServerCheck`] refuses a server: none of its certificates is the pinned
