@@ -6,4 +6,5 @@
 pub mod client;
 pub mod inproc;
 pub mod linearizability;
+pub mod netproxy;
 pub mod process;

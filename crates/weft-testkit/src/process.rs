@@ -6,6 +6,15 @@
 //! lifetime (a lock file per port under the system temp dir, plus a bind probe), so
 //! clusters in parallel test threads and in other test binaries do not clash.
 //!
+//! **Partitions** ([`ProcessCluster::start_partitionable`]): node `i` listens on
+//! `127.0.0.{i+11}:PORT` and is advertised (`--advertise`) at
+//! `https://127.0.0.{i+11}:PROXY_PORT`, where a [`PeerProxy`] relays to it. Members reach
+//! each other only through the proxy, and each node's peer connections leave from its own
+//! address, so the proxy can cut any pair of nodes ([`ProcessCluster::proxy`]); clients,
+//! on `127.0.0.1`, are never cut (see [`crate::netproxy`]). [`ProcessCluster::url`] is
+//! then the advertised URL (what members and clients learn from the cluster) and
+//! [`ProcessCluster::direct_url`] the listen address, which the harness's own probes use.
+//!
 //! Node 0 is started with `--bootstrap --admin-password ...`; every other node with
 //! `--join URL0 --join-token T` (a fresh token per node, made by the admin through
 //! `POST /fabric/v1/cluster/join-token`). A restart passes only `--data-dir` and
@@ -30,13 +39,19 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::client::{Reply, TestClient};
+use crate::netproxy::PeerProxy;
 
 /// User name of the admin created at bootstrap.
 pub const ADMIN_USER: &str = "admin";
 /// Password of the admin created at bootstrap.
 pub const ADMIN_PASSWORD: &str = "weft-test-admin-password";
-/// Most nodes one cluster can hold (loopback addresses `127.0.0.1` to `127.0.0.8`).
+/// Most nodes one cluster can hold (loopback addresses `127.0.0.1` to `127.0.0.8`, or
+/// `127.0.0.11` to `127.0.0.18` for a partitionable cluster).
 pub const MAX_NODES: usize = 8;
+/// Last byte of node 0's address in a plain cluster.
+const PLAIN_BASE: u8 = 1;
+/// Last byte of node 0's address in a partitionable cluster (clients stay on `.1`).
+const PROXIED_BASE: u8 = 11;
 
 /// Bounds of every start-up wait (a node's first start, a join, a restart).
 const START_TIMEOUT: Duration = Duration::from_secs(45);
@@ -95,8 +110,8 @@ fn try_lock(path: &Path) -> Option<PortLock> {
     }
 }
 
-fn loopback(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, (i + 1) as u8))
+fn loopback(base: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, base + i as u8))
 }
 
 /// Reserves one port that is free on every loopback address a cluster may use.
@@ -112,8 +127,11 @@ fn reserve_port() -> anyhow::Result<(u16, PortLock)> {
         let Some(lock) = try_lock(&dir.join(port.to_string())) else {
             continue;
         };
-        let free = (0..MAX_NODES)
-            .all(|i| std::net::TcpListener::bind(SocketAddr::new(loopback(i), port)).is_ok());
+        let free = [PLAIN_BASE, PROXIED_BASE].iter().all(|&base| {
+            (0..MAX_NODES).all(|i| {
+                std::net::TcpListener::bind(SocketAddr::new(loopback(base, i), port)).is_ok()
+            })
+        });
         if free {
             return Ok((port, lock));
         }
@@ -124,7 +142,10 @@ fn reserve_port() -> anyhow::Result<(u16, PortLock)> {
 /// One node slot: its address, data dir, log and (while running) its process.
 struct Proc {
     listen: SocketAddr,
+    /// The URL members and clients know it by (the proxy's, in a partitionable cluster).
     url: String,
+    /// `https://` + its listen address.
+    direct: String,
     dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -166,6 +187,12 @@ fn tail(path: &Path, lines: usize) -> String {
 pub struct ProcessCluster {
     bin: PathBuf,
     port: u16,
+    /// Last byte of node 0's address.
+    base: u8,
+    /// The peer proxy and the port it listens on (partitionable clusters only).
+    proxy: Option<(PeerProxy, u16)>,
+    /// Flags passed to every start of every node.
+    node_args: Vec<String>,
     nodes: Vec<Proc>,
     ca_pem: String,
     /// Short-timeout client for `/health-checks` polling (once the CA is known).
@@ -176,6 +203,8 @@ pub struct ProcessCluster {
     /// Set once a failure message carried the logs (no need to print them again).
     reported: AtomicBool,
     _port: PortLock,
+    /// The proxy's port reservation.
+    _proxy_port: Option<PortLock>,
 }
 
 impl ProcessCluster {
@@ -183,6 +212,26 @@ impl ProcessCluster {
     /// bootstraps, the others join it one after the other. Returns once every node runs,
     /// is a member, and the cluster has a leader with every node in quorum.
     pub async fn start(bin: impl AsRef<Path>, n: usize) -> anyhow::Result<ProcessCluster> {
+        Self::start_with(bin, n, false, &[]).await
+    }
+
+    /// Like [`Self::start`], with every node's peer traffic through a [`PeerProxy`] that
+    /// the test can cut (see the module doc), and `node_args` (tuning flags such as
+    /// `--snapshot-logs=500`) passed to every start of every node.
+    pub async fn start_partitionable(
+        bin: impl AsRef<Path>,
+        n: usize,
+        node_args: &[&str],
+    ) -> anyhow::Result<ProcessCluster> {
+        Self::start_with(bin, n, true, node_args).await
+    }
+
+    async fn start_with(
+        bin: impl AsRef<Path>,
+        n: usize,
+        partitionable: bool,
+        node_args: &[&str],
+    ) -> anyhow::Result<ProcessCluster> {
         anyhow::ensure!(
             (1..=MAX_NODES).contains(&n),
             "a cluster has 1 to {MAX_NODES} nodes"
@@ -194,9 +243,22 @@ impl ProcessCluster {
             .tempdir()
             .context("creating the cluster's temp dir")?;
         let (port, lock) = reserve_port()?;
+        let (proxy, proxy_lock) = if partitionable {
+            let (proxy_port, proxy_lock) = reserve_port()?;
+            (Some((PeerProxy::new()?, proxy_port)), Some(proxy_lock))
+        } else {
+            (None, None)
+        };
         let mut cluster = ProcessCluster {
             bin,
             port,
+            base: if partitionable {
+                PROXIED_BASE
+            } else {
+                PLAIN_BASE
+            },
+            proxy,
+            node_args: node_args.iter().map(|a| a.to_string()).collect(),
             nodes: Vec::new(),
             ca_pem: String::new(),
             probe: None,
@@ -204,6 +266,7 @@ impl ProcessCluster {
             finished: false,
             reported: AtomicBool::new(false),
             _port: lock,
+            _proxy_port: proxy_lock,
         };
 
         // Node 0: bootstrap. It prints "listening on" once its setup writes (the admin,
@@ -224,7 +287,7 @@ impl ProcessCluster {
         for _ in 1..n {
             let token = cluster.join_token().await?;
             let i = cluster.add_slot()?;
-            let join = cluster.url(i0);
+            let join = cluster.direct_url(i0);
             cluster.spawn(i, &["--join", &join, "--join-token", &token])?;
             cluster
                 .wait_log_line(i, "listening on", START_TIMEOUT)
@@ -249,15 +312,29 @@ impl ProcessCluster {
         self.port
     }
 
-    /// The API URL of node `i`: `https://127.0.0.{i+1}:PORT`.
+    /// The API URL of node `i` as members and clients know it: `https://127.0.0.{i+1}:PORT`,
+    /// or its proxy's URL in a partitionable cluster.
     pub fn url(&self, i: usize) -> String {
         self.nodes[i].url.clone()
+    }
+
+    /// `https://` + node `i`'s listen address (the same as [`Self::url`] unless the
+    /// cluster is partitionable).
+    pub fn direct_url(&self, i: usize) -> String {
+        self.nodes[i].direct.clone()
     }
 
     /// The URL node slot `i` would have, also for a slot not created yet (for example
     /// the address to pass to `add-member` for a node about to be spawned).
     pub fn url_of_slot(&self, i: usize) -> String {
-        format!("https://{}", SocketAddr::new(loopback(i), self.port))
+        let ip = loopback(self.base, i);
+        let port = self.proxy.as_ref().map_or(self.port, |(_, p)| *p);
+        format!("https://{}", SocketAddr::new(ip, port))
+    }
+
+    /// The peer proxy of a partitionable cluster (none otherwise).
+    pub fn proxy(&self) -> Option<&PeerProxy> {
+        self.proxy.as_ref().map(|(p, _)| p)
     }
 
     /// The listen address of node `i`.
@@ -337,7 +414,10 @@ impl ProcessCluster {
         let mut last = None;
         for i in self.running() {
             let mut c = self.plain_client(Duration::from_secs(20))?;
-            match c.login(&self.url(i), ADMIN_USER, ADMIN_PASSWORD).await {
+            match c
+                .login(&self.direct_url(i), ADMIN_USER, ADMIN_PASSWORD)
+                .await
+            {
                 Ok(_) => return Ok(c),
                 Err(e) => last = Some(e),
             }
@@ -355,7 +435,7 @@ impl ProcessCluster {
         for i in self.running() {
             match c
                 .post(
-                    &format!("{}/fabric/v1/cluster/join-token", self.url(i)),
+                    &format!("{}/fabric/v1/cluster/join-token", self.direct_url(i)),
                     &Value::Null,
                 )
                 .await
@@ -416,10 +496,14 @@ impl ProcessCluster {
             .context("the cluster's temp dir is gone")?;
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let listen = SocketAddr::new(loopback(i), self.port);
+        let listen = SocketAddr::new(loopback(self.base, i), self.port);
+        if let Some((proxy, proxy_port)) = &self.proxy {
+            proxy.add_node(i, SocketAddr::new(listen.ip(), *proxy_port), listen)?;
+        }
         self.nodes.push(Proc {
             listen,
-            url: format!("https://{listen}"),
+            url: self.url_of_slot(i),
+            direct: format!("https://{listen}"),
             log: dir.join("weft.log"),
             dir,
             child: None,
@@ -447,7 +531,13 @@ impl ProcessCluster {
             "--listen".into(),
             p.listen.to_string(),
         ];
+        args.extend(self.node_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
+        // A new member behind the proxy is advertised at the proxy (a member keeps the
+        // URL it was created with; a restart passes only --data-dir and --listen).
+        if self.proxy.is_some() && !p.dir.join("node.json").exists() {
+            args.extend(["--advertise".to_owned(), p.url.clone()]);
+        }
         // Join tokens are long: shorten them in the marker line.
         let shown: Vec<String> = args
             .iter()
@@ -651,7 +741,7 @@ impl ProcessCluster {
             .as_ref()
             .context("the cluster CA is not known yet")?;
         probe
-            .get(&format!("{}/health-checks", self.nodes[i].url))
+            .get(&format!("{}/health-checks", self.nodes[i].direct))
             .await
     }
 
@@ -660,7 +750,7 @@ impl ProcessCluster {
         let mut set = tokio::task::JoinSet::new();
         for i in self.running() {
             let probe = self.probe.clone();
-            let url = format!("{}/health-checks", self.nodes[i].url);
+            let url = format!("{}/health-checks", self.nodes[i].direct);
             set.spawn(async move {
                 let r = match probe {
                     None => Err(anyhow::anyhow!("the cluster CA is not known yet")),
@@ -778,7 +868,7 @@ impl ProcessCluster {
             for i in self.running() {
                 let url = format!(
                     "{}/edge/management/v1/services?limit=1&consistency=linearizable",
-                    self.url(i)
+                    self.direct_url(i)
                 );
                 match c.get(&url).await {
                     Ok(r) if r.status == 200 => {
@@ -847,6 +937,228 @@ impl ProcessCluster {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What [`ProcessCluster::wait_converged`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converged {
+    /// The applied index every node reported.
+    pub applied_index: u64,
+    /// The state hash every node reported.
+    pub state_hash: String,
+    /// How long it took from the call.
+    pub elapsed: Duration,
+}
+
+/// Membership changes and replica comparison (`/fabric/v1/cluster/*` as the admin).
+impl ProcessCluster {
+    /// Removes node `i` from the membership (`remove-member` with its id, sent to the
+    /// other running nodes in turn until one accepts, retried while the cluster answers
+    /// "not now"), then waits (bounded) until the leader no longer lists it. Its process
+    /// keeps running (it should then answer 421); see [`Self::rejoin`].
+    pub async fn remove_member(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let id = self
+            .node_id(i)
+            .with_context(|| format!("node {i} has no id yet"))?;
+        let c = self.client().await?;
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            // Gone from the leader's list (a retry after a lost answer also ends here)?
+            if let Some(l) = self.leader().await.filter(|&l| l != i) {
+                let url = format!("{}/fabric/v1/cluster/list-members", self.direct_url(l));
+                if let Ok(r) = c.get(&url).await {
+                    let listed = r
+                        .data()
+                        .as_array()
+                        .is_some_and(|ms| ms.iter().any(|m| m["id"].as_str() == Some(id.as_str())));
+                    if r.status == 200 && !listed {
+                        return Ok(());
+                    }
+                }
+            }
+            for j in self.running().into_iter().filter(|&j| j != i) {
+                let url = format!("{}/fabric/v1/cluster/remove-member", self.direct_url(j));
+                match c.post(&url, &serde_json::json!({ "id": id })).await {
+                    Ok(r) if r.status == 200 => break,
+                    Ok(r) => last = format!("node {j}: HTTP {} {}", r.status, r.body),
+                    Err(e) => last = format!("node {j}: {e:#}"),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.failure(&format!(
+                    "node {i} ({id}) was not removed within {timeout:?}; last: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Brings a removed node `i` back as a new member, as an operator would: its process
+    /// must be stopped; its data dir is emptied (its log file is kept) and it is started
+    /// with `--join` (a running member) and a fresh join token. Returns once it says it is
+    /// listening, that is once it was added and promoted to voter. It gets a new id.
+    pub async fn rejoin(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.nodes[i].child.is_none(),
+            "node {i} is still running; kill9 or stop it first"
+        );
+        let dir = self.nodes[i].dir.clone();
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path == self.nodes[i].log {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("removing {}", path.display()))?;
+        }
+        let token = self.join_token().await?;
+        let member = self
+            .running()
+            .into_iter()
+            .find(|&j| j != i)
+            .context("no running member to join through")?;
+        let join = self.direct_url(member);
+        self.spawn(i, &["--join", &join, "--join-token", &token])?;
+        self.wait_log_line(i, "listening on", START_TIMEOUT).await
+    }
+
+    /// `transfer-leadership` to node `to` (or, with `None`, to the best other voter),
+    /// sent to the running nodes in turn until one accepts; returns the index of the new
+    /// leader as the answer names it.
+    pub async fn transfer_leadership(
+        &self,
+        to: Option<usize>,
+        timeout: Duration,
+    ) -> anyhow::Result<usize> {
+        let body = match to {
+            Some(t) => serde_json::json!({
+                "newLeaderId": self.node_id(t).with_context(|| format!("node {t} has no id"))?
+            }),
+            None => serde_json::json!({}),
+        };
+        let c = self.client().await?;
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            for j in self.running() {
+                let url = format!(
+                    "{}/fabric/v1/cluster/transfer-leadership",
+                    self.direct_url(j)
+                );
+                match c.post(&url, &body).await {
+                    Ok(r) if r.status == 200 => {
+                        let id = r.data()["leaderId"].as_str().unwrap_or_default().to_owned();
+                        return self.index_of_id(&id).ok_or_else(|| {
+                            self.failure(&format!("transfer-leadership named {id}: {}", r.body))
+                        });
+                    }
+                    Ok(r) => last = format!("node {j}: HTTP {} {}", r.status, r.body),
+                    Err(e) => last = format!("node {j}: {e:#}"),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.failure(&format!(
+                    "transfer-leadership to {to:?} failed for {timeout:?}; last: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `GET /fabric/v1/cluster/state-hash` (`data`) on every running, unfrozen node, in
+    /// parallel, with `admin` (a logged-in admin client).
+    pub async fn state_hashes(&self, admin: &TestClient) -> Vec<(usize, anyhow::Result<Value>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for i in self.running() {
+            let c = admin.clone();
+            let url = format!("{}/fabric/v1/cluster/state-hash", self.direct_url(i));
+            set.spawn(async move {
+                let r = match c.get(&url).await {
+                    Ok(r) if r.status == 200 => Ok(r.data().clone()),
+                    Ok(r) => Err(anyhow::anyhow!("HTTP {} {}", r.status, r.body)),
+                    Err(e) => Err(e),
+                };
+                (i, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => out.push(r),
+                Err(e) => out.push((usize::MAX, Err(anyhow::anyhow!("task failed: {e}")))),
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out
+    }
+
+    /// Waits (bounded) until every node slot runs, unfrozen, all are in quorum under one
+    /// leader, and all report the same `appliedIndex` and `stateHash`: the replicas
+    /// converged. Logs in once first (a login records its session with a raft write,
+    /// which then has to reach every node too).
+    pub async fn wait_converged(&self, timeout: Duration) -> anyhow::Result<Converged> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let admin = self.client().await?;
+        let mut why;
+        loop {
+            why = match self.healthy_once().await {
+                Err(e) => e,
+                Ok(_) if self.running().len() != self.nodes.len() => {
+                    "not every node runs (or some are frozen)".to_owned()
+                }
+                Ok(_) => {
+                    let all = self.state_hashes(&admin).await;
+                    let seen: Vec<Option<(u64, String)>> = all
+                        .iter()
+                        .map(|(_, h)| {
+                            let h = h.as_ref().ok()?;
+                            Some((
+                                h["appliedIndex"].as_u64()?,
+                                h["stateHash"].as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect();
+                    match seen.first() {
+                        Some(Some(first)) if seen.iter().all(|x| x.as_ref() == Some(first)) => {
+                            return Ok(Converged {
+                                applied_index: first.0,
+                                state_hash: first.1.clone(),
+                                elapsed: started.elapsed(),
+                            });
+                        }
+                        _ => all
+                            .iter()
+                            .map(|(i, h)| match h {
+                                Ok(h) => format!(
+                                    "node {i}: applied {} hash {}",
+                                    h["appliedIndex"],
+                                    h["stateHash"]
+                                        .as_str()
+                                        .map_or("?", |s| &s[..s.len().min(12)])
+                                ),
+                                Err(e) => format!("node {i}: {e:#}"),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                }
+            };
+            if Instant::now() > deadline {
+                return Err(self.failure(&format!(
+                    "the replicas did not converge within {timeout:?}: {why}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
