@@ -721,10 +721,16 @@ async fn chaos(settings: Settings) -> anyhow::Result<()> {
     let initial: Vec<RegisterState> = entities.iter().map(|e| e.initial.clone()).collect();
     let checked = {
         let h = history.clone();
+        // Long runs have long histories: a budget that grows with them.
+        let budget = linearizability::DEFAULT_BUDGET.max(2_000 * h.len() as u64);
         tokio::task::spawn_blocking(move || {
-            linearizability::check(&h, |k: &usize| VersionedRegister {
-                initial: initial[*k].clone(),
-            })
+            linearizability::check_with_budget(
+                &h,
+                |k: &usize| VersionedRegister {
+                    initial: initial[*k].clone(),
+                },
+                budget,
+            )
         })
         .await
         .context("the checker panicked")?
