@@ -76,6 +76,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// so under faults many of its operations end indeterminate, some of them to take
 /// effect after it stopped waiting.
 const IMPATIENT_CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest fault timeline printed when every check passed.
+const MAX_TIMELINE: usize = 60;
 /// The client number of the final reads in the history.
 const FINAL_READER: usize = 99;
 /// Flags of every node: snapshots (and log compaction) every 1,000 entries, so a run
@@ -808,14 +810,23 @@ async fn chaos(settings: Settings) -> anyhow::Result<()> {
         report.faults.len(),
         report.minority_421
     );
-    for f in &report.faults {
-        eprintln!(
-            "[chaos]   {:>7} .. {:>7} ms  {:<24} {}",
-            f.from_ms,
-            f.to_ms,
-            f.kind.name(),
-            f.detail
-        );
+    // The timeline, to match anomalies with faults (long runs: only when a check failed).
+    let failed = !(anomalies.is_empty()
+        && undecided.is_empty()
+        && lost.is_empty()
+        && tally.errors.is_empty());
+    if failed || report.faults.len() <= MAX_TIMELINE {
+        for f in &report.faults {
+            eprintln!(
+                "[chaos]   {:>7} .. {:>7} ms  {:<24} {}",
+                f.from_ms,
+                f.to_ms,
+                f.kind.name(),
+                f.detail
+            );
+        }
+    } else {
+        eprintln!("[chaos]   (the timeline of the faults is shown when a check fails)");
     }
     let s = &tally.stats;
     eprintln!(

@@ -1,6 +1,8 @@
 //! Test harnesses for weft (not published): an in-process cluster whose peer traffic
 //! goes through a shared fault set ([`inproc`]), a cluster of real `weft` processes that
-//! can be killed, frozen and restarted ([`process`]), and a small API client ([`client`]).
+//! can be killed, frozen, restarted and partitioned ([`process`], partitions through a
+//! fault-injecting TCP proxy, [`netproxy`]), a linearizability checker for recorded
+//! histories ([`linearizability`]), and a small API client ([`client`]).
 #![forbid(unsafe_code)]
 
 pub mod client;

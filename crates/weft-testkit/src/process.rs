@@ -18,7 +18,8 @@
 //! Node 0 is started with `--bootstrap --admin-password ...`; every other node with
 //! `--join URL0 --join-token T` (a fresh token per node, made by the admin through
 //! `POST /fabric/v1/cluster/join-token`). A restart passes only `--data-dir` and
-//! `--listen`, as an operator would.
+//! `--listen` (and the tuning flags a partitionable cluster was started with, on every
+//! start), as an operator would.
 //!
 //! Each node's stdout and stderr go to `weft.log` in its data dir (the harness writes a
 //! marker line before every spawn). Every wait is bounded; when one fails, its error
@@ -701,9 +702,9 @@ impl ProcessCluster {
         Ok(())
     }
 
-    /// Starts node `i` again with only `--data-dir` and `--listen`, and waits (bounded)
-    /// until it answers `/health-checks` (not until it is in quorum: with the other nodes
-    /// down it cannot be).
+    /// Starts node `i` again with only `--data-dir` and `--listen` (and the cluster's
+    /// tuning flags, if any), and waits (bounded) until it answers `/health-checks` (not
+    /// until it is in quorum: with the other nodes down it cannot be).
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.nodes[i].child.is_none(),
