@@ -84,12 +84,15 @@ const FINAL_READER: usize = 99;
 /// installs snapshots on nodes that fell behind or were re-added.
 const NODE_ARGS: &[&str] = &["--snapshot-logs", "1000"];
 
+/// One operation of the history: keyed by entity number.
 type Op = Operation<usize, RegisterInput, RegisterOutput>;
 
 /// How long and with which seed to run.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
+    /// Seeds the clients' choices and the nemesis.
     seed: u64,
+    /// How long the clients and the nemesis run.
     run: Duration,
 }
 
@@ -123,20 +126,28 @@ fn parse_seed(s: &str) -> Option<u64> {
 /// One entity of the workload.
 #[derive(Debug, Clone)]
 struct Entity {
+    /// Its API path (`/edge/management/v1/services/ID`).
     path: String,
+    /// Its tag `v` and version before the run.
     initial: RegisterState,
 }
 
 /// What one client did, besides its history.
 #[derive(Debug, Default)]
 struct Tally {
+    /// Linearizable reads answered.
     reads: usize,
+    /// Unconditional writes acknowledged.
     writes: usize,
+    /// Compare-and-sets that took effect.
     cas_ok: usize,
+    /// Compare-and-sets refused with 412.
     cas_refused: usize,
+    /// Operations whose outcome is unknown (the SDK gave up).
     indeterminate: usize,
     /// Errors the SDK should never return here (anything but `Unavailable` and 412).
     errors: Vec<String>,
+    /// The SDK's own counters (retries, replays).
     stats: Stats,
 }
 
@@ -336,10 +347,11 @@ impl Fault {
 /// One fault as injected, for the summary and to match anomalies with faults.
 #[derive(Debug, Clone)]
 struct FaultRecord {
+    /// Which fault.
     kind: Fault,
     /// What exactly (nodes, mode).
     detail: String,
-    /// Milliseconds from the history's origin.
+    /// When it began and when it was healed, in milliseconds from the history's origin.
     from_ms: u64,
     to_ms: u64,
 }

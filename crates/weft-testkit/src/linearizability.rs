@@ -217,9 +217,13 @@ where
 
 /// One operation as the search sees it.
 struct Op<'a, I, O> {
+    /// What was asked.
     input: &'a I,
+    /// What was answered; `None`: indeterminate.
     output: Option<&'a O>,
+    /// Invocation instant.
     call: u64,
+    /// Completion instant (`u64::MAX` if indeterminate).
     ret: u64,
 }
 
@@ -445,7 +449,9 @@ enum Cursor {
 
 /// One choice made by the search, to undo when backtracking.
 struct Choice<S> {
+    /// The operation linearized.
     op: usize,
+    /// The state before it.
     state: S,
     /// Where the scan resumes after undoing it.
     resume: Cursor,

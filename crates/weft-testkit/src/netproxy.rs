@@ -54,6 +54,7 @@ pub enum CutMode {
 /// The cuts in force: unordered node pairs `(low, high)` and how each is cut.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Rules {
+    /// Cut pairs and their mode.
     cuts: BTreeMap<(usize, usize), CutMode>,
 }
 
@@ -78,6 +79,7 @@ pub struct ProxyStats {
     pub upstream_failures: u64,
 }
 
+/// The live counters behind [`ProxyStats`] (fields as there).
 #[derive(Default)]
 struct Counters {
     peer_connections: AtomicU64,
@@ -90,12 +92,15 @@ struct Counters {
 /// The proxy of one cluster (see the module doc). Dropping it stops it and closes every
 /// connection it relays.
 pub struct PeerProxy {
+    /// The proxy's own runtime (taken on drop to shut it down).
     runtime: Option<tokio::runtime::Runtime>,
+    /// The cuts in force; every relayed peer connection watches them.
     rules: watch::Sender<Rules>,
     /// Node index by its address (the source of its peer connections).
     nodes: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Where peers connect to each node (its advertised address).
     fronts: Mutex<BTreeMap<usize, SocketAddr>>,
+    /// What the proxy did.
     counters: Arc<Counters>,
 }
 
@@ -278,7 +283,9 @@ async fn accept_loop(
 /// The rules as they apply to one connection between nodes `a` and `b`.
 #[derive(Clone)]
 struct Gate {
+    /// The rules, as they change.
     rx: watch::Receiver<Rules>,
+    /// The two nodes the connection joins.
     a: usize,
     b: usize,
 }
