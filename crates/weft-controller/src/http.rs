@@ -16,8 +16,15 @@ use weft_model::filter::{Filter, FilterError, Sort};
 
 use crate::error::ApiError;
 
-/// Largest JSON body accepted (bigger bodies get 413 before they are read whole).
-pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest body accepted when no [`BodyLimit`] is set (bigger bodies get 413 before they
+/// are read whole). The controller's router sets `--max-body-bytes` (the same by default).
+pub const MAX_BODY: usize = crate::limits::DEFAULT_MAX_BODY_BYTES;
+
+/// Request extension (set by the controller's router for every request): the largest
+/// body [`JsonBody`], [`OptionalJsonBody`] and [`RawBody`] accept, from
+/// `limits::Limits::max_body_bytes`. Without it, [`MAX_BODY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
 /// Placeholder replaced by the real request id in [`request_id`].
 pub const PENDING_REQUEST_ID: &str = "-";
 
@@ -58,7 +65,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// A JSON body: at most [`MAX_BODY`] bytes (413), valid JSON of the right shape (400
+/// A JSON body: at most [`BodyLimit`] bytes (413), valid JSON of the right shape (400
 /// `COULD_NOT_PARSE_BODY`, the cause names the problem and its position).
 pub struct JsonBody<T>(pub T);
 
@@ -85,12 +92,16 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> R
     parse_json(&read_body(req).await?, empty_ok)
 }
 
-/// The whole body, refused with 413 beyond [`MAX_BODY`].
+/// The whole body, refused with 413 beyond the request's [`BodyLimit`].
 async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY, |l| l.0);
     let too_large = || {
         ApiError::new(
             ErrorCode::RequestEntityTooLarge,
-            format!("the body must be at most {MAX_BODY} bytes"),
+            format!("the body must be at most {limit} bytes"),
         )
     };
     let declared = req
@@ -98,12 +109,12 @@ async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+    if declared.is_some_and(|len| len > limit as u64) {
         drain(req.into_body()).await;
         return Err(too_large());
     }
     let mut body = req.into_body();
-    match collect_limited(&mut body, MAX_BODY).await {
+    match collect_limited(&mut body, limit).await {
         Some(b) => Ok(b),
         None => {
             drain(body).await;
@@ -112,7 +123,7 @@ async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
-/// A body of at most [`MAX_BODY`] bytes, for handlers that accept more than JSON (the
+/// A body of at most [`BodyLimit`] bytes, for handlers that accept more than JSON (the
 /// enroll endpoint takes a bare PEM CSR; certificate login takes no body).
 pub struct RawBody(pub bytes::Bytes);
 

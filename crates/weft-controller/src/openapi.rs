@@ -223,9 +223,13 @@ impl Op {
         self
     }
 
-    /// A longer description (Markdown).
+    /// A longer description (Markdown); each call adds a paragraph.
     pub fn describe(mut self, text: impl Into<String>) -> Op {
-        self.description = Some(text.into());
+        let text = text.into();
+        self.description = Some(match self.description.take() {
+            Some(before) => format!("{before}\n\n{text}"),
+            None => text,
+        });
         self
     }
 
@@ -767,7 +771,15 @@ impl ApiDoc {
                  operation needs a credential but `authenticate`, `version` and \
                  `health-checks`; `x-weft-auth` names the one each operation takes. Success \
                  is `{data, meta}`, failure `{error: {code, message, cause?, data?, \
-                 requestId}, meta}`; each error code has exactly one status.",
+                 requestId}, meta}`; each error code has exactly one status.\n\nLimits \
+                 (flags of `weft controller run`): a request body beyond `--max-body-bytes` \
+                 is 413 `REQUEST_ENTITY_TOO_LARGE`; a request head beyond \
+                 `--max-header-bytes` or with more than 100 headers is answered `431 Request \
+                 Header Fields Too Large` with an empty body (before the request reaches the \
+                 API: no envelope, no request id) and its connection closed; a connection \
+                 beyond `--max-connections` (or `--max-connections-per-ip`) is closed \
+                 without an answer; too many failed logins from one address make \
+                 `authenticate` 429 `RATE_LIMITED`.",
             ))
             .build();
         let tags: BTreeSet<String> = self

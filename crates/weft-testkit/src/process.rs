@@ -175,6 +175,8 @@ pub struct ProcessCluster {
     finished: bool,
     /// Set once a failure message carried the logs (no need to print them again).
     reported: AtomicBool,
+    /// Flags passed to every spawn of every node (see [`ProcessCluster::start_with`]).
+    node_args: Vec<String>,
     _port: PortLock,
 }
 
@@ -183,6 +185,16 @@ impl ProcessCluster {
     /// bootstraps, the others join it one after the other. Returns once every node runs,
     /// is a member, and the cluster has a leader with every node in quorum.
     pub async fn start(bin: impl AsRef<Path>, n: usize) -> anyhow::Result<ProcessCluster> {
+        ProcessCluster::start_with(bin, n, &[]).await
+    }
+
+    /// [`ProcessCluster::start`], passing `node_args` (e.g. `--max-connections 4`) to
+    /// every `weft controller run` of every node, restarts included.
+    pub async fn start_with(
+        bin: impl AsRef<Path>,
+        n: usize,
+        node_args: &[&str],
+    ) -> anyhow::Result<ProcessCluster> {
         anyhow::ensure!(
             (1..=MAX_NODES).contains(&n),
             "a cluster has 1 to {MAX_NODES} nodes"
@@ -203,6 +215,7 @@ impl ProcessCluster {
             root: Some(root),
             finished: false,
             reported: AtomicBool::new(false),
+            node_args: node_args.iter().map(|a| a.to_string()).collect(),
             _port: lock,
         };
 
@@ -448,6 +461,7 @@ impl ProcessCluster {
             p.listen.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(self.node_args.iter().cloned());
         // Join tokens are long: shorten them in the marker line.
         let shown: Vec<String> = args
             .iter()
