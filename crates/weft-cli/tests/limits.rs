@@ -154,6 +154,51 @@ async fn a_100_kb_header_gets_431_and_other_connections_keep_working() {
     .await;
 }
 
+/// A request refused before its body was read (no credential, no such route, a method
+/// the route does not take) must leave its connection usable, also when the body arrives
+/// after the refusal: the next request on the same connection is answered. (A server that
+/// stops reading closes the connection instead, and a client that reuses it sees a reset
+/// or an EOF where an answer should be.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable() {
+    bounded(
+        "a_request_refused_before_its_body_was_read_leaves_the_connection_usable",
+        async {
+            let cluster = start(1).await?;
+            let url = cluster.url(0);
+            let body = br#"{"name": "never-created"}"#;
+            let json = ["Content-Type: application/json".to_owned()];
+            for (method, path, status) in [
+                ("POST", format!("{MGMT}/services"), 401),
+                ("POST", "/no/such/route".to_owned(), 404),
+                ("PUT", "/version".to_owned(), 405),
+            ] {
+                let mut conn = RawConnection::open(&url, cluster.ca_pem(), None).await?;
+                for round in 0..3 {
+                    let r = conn
+                        .send(method, &path, &json, body, Duration::from_millis(200))
+                        .await
+                        .with_context(|| format!("{method} {path}, round {round}"))?;
+                    ensure!(
+                        r.status == status,
+                        "{method} {path}: HTTP {} {}",
+                        r.status,
+                        r.body
+                    );
+                    let r = conn
+                        .get("/version", &[])
+                        .await
+                        .with_context(|| format!("GET /version after {method} {path}"))?;
+                    ensure!(r.status == 200, "GET /version: {}", r.status);
+                }
+            }
+            cluster.finish();
+            Ok(())
+        },
+    )
+    .await;
+}
+
 /// The stand-in of a path parameter in [`every_route_that_reads_a_body_refuses_one_over_the_cap`].
 fn fill_path(path: &str) -> String {
     path.split('/')

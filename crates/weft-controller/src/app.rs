@@ -456,8 +456,9 @@ fn api_session_record() -> Model {
 }
 
 /// The controller's router: [`routes`] (and `GET /openapi.json`), the answers to unknown
-/// routes and methods, the request-id middleware, and the body limit of every request
-/// ([`http::BodyLimit`]).
+/// routes and methods, the request-id middleware, the body limit of every request
+/// ([`http::BodyLimit`]), and reading what a handler left of a body
+/// ([`http::finish_body`]).
 pub fn router(state: Shared) -> Router {
     let body_limit = http::BodyLimit(state.limits.max_body_bytes);
     routes()
@@ -471,6 +472,7 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(http::request_id))
+        .layer(axum::middleware::from_fn(http::finish_body))
         .layer(axum::Extension(body_limit))
         .with_state(state)
 }

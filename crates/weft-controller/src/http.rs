@@ -65,6 +65,93 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// Middleware: reads what a handler left of the request body (at most the request's
+/// [`BodyLimit`], for at most [`DRAIN_TIME`]) before the answer goes out.
+///
+/// A request can be refused before its body is read: no credential (401), no such route
+/// (404), a method the route does not take (405), a bad header. hyper then reads what
+/// has already arrived and, if the body is not complete, closes the connection after the
+/// answer, so a client that sent the body a moment after the head, and reuses the
+/// connection, sees a reset or an EOF instead of its next answer. Reading the rest keeps
+/// the connection usable. A body beyond the limit is not read: that connection closes.
+pub async fn finish_body(req: Request, next: Next) -> Response {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY, |l| l.0);
+    let (parts, body) = req.into_parts();
+    let shared = SharedBody(std::sync::Arc::new(std::sync::Mutex::new(Some(body))));
+    let resp = next
+        .run(Request::from_parts(parts, Body::new(shared.clone())))
+        .await;
+    let rest = shared.take();
+    if let Some(rest) = rest {
+        use hyper::body::Body as _;
+        if !rest.is_end_stream() {
+            discard(rest, limit).await;
+        }
+    }
+    resp
+}
+
+/// A request body the handler reads through a handle, so that [`finish_body`] can take
+/// back what the handler left once it is done.
+#[derive(Clone)]
+struct SharedBody(std::sync::Arc<std::sync::Mutex<Option<Body>>>);
+
+impl SharedBody {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Body>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The body, from now on no longer readable through the handle.
+    fn take(&self) -> Option<Body> {
+        self.lock().take()
+    }
+}
+
+impl hyper::body::Body for SharedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.lock().as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lock().as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.lock()
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Reads and throws away up to `limit` bytes of `body`, for at most [`DRAIN_TIME`].
+async fn discard(mut body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > limit {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// A JSON body: at most [`BodyLimit`] bytes (413), valid JSON of the right shape (400
 /// `COULD_NOT_PARSE_BODY`, the cause names the problem and its position).
 pub struct JsonBody<T>(pub T);
@@ -183,20 +270,8 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and discards what is left of a refused body (bounded in size and time).
-async fn drain(mut body: Body) {
-    use http_body_util::BodyExt;
-    let mut seen = 0usize;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                seen += data.len();
-                if seen > DRAIN_LIMIT {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
+async fn drain(body: Body) {
+    discard(body, DRAIN_LIMIT).await;
 }
 
 /// `{"data": ...}` with 200.

@@ -69,20 +69,50 @@ impl RawConnection {
     /// `GET path` with `headers` (each `Name: value`); fails if the connection was
     /// closed instead of answering.
     pub async fn get(&mut self, path: &str, headers: &[String]) -> anyhow::Result<RawReply> {
-        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        self.send("GET", path, headers, &[], Duration::ZERO).await
+    }
+
+    /// `METHOD path` with `headers` and `body` (with its `Content-Length`), the body sent
+    /// `pause` after the head (as a slow client's would arrive); fails if the connection
+    /// was closed instead of answering.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body: &[u8],
+        pause: Duration,
+    ) -> anyhow::Result<RawReply> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
         for h in headers {
             head.push_str(h);
             head.push_str("\r\n");
         }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         head.push_str("\r\n");
-        tokio::time::timeout(TIMEOUT, self.exchange(head.as_bytes()))
+        tokio::time::timeout(TIMEOUT + pause, self.exchange(head.as_bytes(), body, pause))
             .await
             .context("no answer in time")?
     }
 
-    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<RawReply> {
-        self.stream.write_all(request).await?;
+    async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        pause: Duration,
+    ) -> anyhow::Result<RawReply> {
+        self.stream.write_all(head).await?;
         self.stream.flush().await?;
+        if !body.is_empty() {
+            tokio::time::sleep(pause).await;
+            // The server may answer (and stop reading) before the body: that is its
+            // business, the answer is read below either way.
+            if self.stream.write_all(body).await.is_ok() {
+                let _ = self.stream.flush().await;
+            }
+        }
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         let head_end = loop {
