@@ -26,6 +26,20 @@ use crate::Pagination;
 pub enum Shape {
     /// A string.
     Text,
+    /// An entity's name in a request: 1 to 255 characters, not only white space, no
+    /// control characters (what the server checks, so the document says it too).
+    Name,
+    /// A controller's node id: a whole number written in decimal, as a string.
+    NodeId,
+    /// A password to set: at least 8 characters.
+    Password,
+    /// Role attributes: names (see [`Shape::Name`]) that do not start with `#` or `@`, no
+    /// two alike.
+    Attributes,
+    /// Policy roles: `#all`, `#attribute` or `@id` (`#`/`@` and a name), no two alike.
+    Roles,
+    /// A JSON Schema: an object or a boolean.
+    JsonSchema,
     /// `true` or `false`.
     Bool,
     /// A whole number.
@@ -173,11 +187,52 @@ pub const fn same_text(a: &str, b: &str) -> bool {
     true
 }
 
+/// The shape of field `name` of an entity body whose Rust type has shape `shape`: what
+/// the server checks beyond the type, for the fields that every kind names alike
+/// (`role_attributes`, `*_roles`, `*_id` and `terminator_strategy`, which follow the
+/// rules of names, a config type's `schema`, a config's `data`).
+pub const fn entity_field_shape(name: &str, shape: Shape) -> Shape {
+    if same_text(name, "role_attributes") {
+        Shape::Attributes
+    } else if ends_with(name, "_roles") {
+        Shape::Roles
+    } else if ends_with(name, "_id") || same_text(name, "terminator_strategy") {
+        Shape::Name
+    } else if same_text(name, "schema") {
+        Shape::JsonSchema
+    } else if same_text(name, "data") {
+        Shape::Map
+    } else {
+        shape
+    }
+}
+
+/// Whether `text` is longer than `suffix` and ends with it (usable in constants).
+const fn ends_with(text: &str, suffix: &str) -> bool {
+    let (t, s) = (text.as_bytes(), suffix.as_bytes());
+    if t.len() <= s.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < s.len() {
+        if t[t.len() - s.len() + i] != s[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A JSON value of this shape (the first choice of a `OneOf`, an empty object for
 /// `Named`).
 pub fn sample(shape: Shape) -> Value {
     match shape {
-        Shape::Text => Value::String("x".into()),
+        Shape::Text | Shape::Name => Value::String("x".into()),
+        Shape::NodeId => Value::String("1".into()),
+        Shape::Password => Value::String("password".into()),
+        Shape::Attributes => Value::Array(vec![Value::String("x".into())]),
+        Shape::Roles => Value::Array(vec![Value::String("#x".into())]),
+        Shape::JsonSchema => Value::Object(Map::new()),
         Shape::Bool => Value::Bool(true),
         Shape::Integer => Value::from(1),
         Shape::Texts => Value::Array(vec![Value::String("x".into())]),
@@ -244,9 +299,9 @@ impl Described for AuthenticatorCreate {
     const CLOSED: bool = true;
     const FIELDS: &'static [Field] = &[
         Field::new("method", Shape::OneOf(&["updb"])).required(),
-        Field::new("identityId", Shape::Text).required(),
-        Field::new("username", Shape::Text).required(),
-        Field::new("password", Shape::Text)
+        Field::new("identityId", Shape::Name).required(),
+        Field::new("username", Shape::Name).required(),
+        Field::new("password", Shape::Password)
             .required()
             .doc("At least 8 characters."),
         TAGS,
@@ -258,8 +313,8 @@ impl Described for AuthenticatorPatch {
     const DOC: &'static str = "A new username or password (an admin's password reset).";
     const CLOSED: bool = true;
     const FIELDS: &'static [Field] = &[
-        Field::new("username", Shape::Text),
-        Field::new("password", Shape::Text).doc("At least 8 characters."),
+        Field::new("username", Shape::Name),
+        Field::new("password", Shape::Password).doc("At least 8 characters."),
         TAGS,
     ];
 }
@@ -383,7 +438,7 @@ impl Described for RemoveMember {
     const NAME: &'static str = "RemoveMember";
     const DOC: &'static str = "The member to remove.";
     const CLOSED: bool = true;
-    const FIELDS: &'static [Field] = &[Field::new("id", Shape::Text).required()];
+    const FIELDS: &'static [Field] = &[Field::new("id", Shape::NodeId).required()];
 }
 
 impl Described for StateHash {
@@ -407,7 +462,7 @@ impl Described for TransferLeadership {
     const NAME: &'static str = "TransferLeadership";
     const DOC: &'static str = "The voter to hand leadership to; none: the best other voter.";
     const CLOSED: bool = true;
-    const FIELDS: &'static [Field] = &[Field::new("newLeaderId", Shape::Text).nullable()];
+    const FIELDS: &'static [Field] = &[Field::new("newLeaderId", Shape::NodeId).nullable()];
 }
 
 impl Described for LeaderInOffice {
@@ -475,6 +530,46 @@ impl Described for Pagination {
 mod tests {
     use super::*;
     use crate::models::*;
+
+    /// The entity bodies' fields carry the server's rules (names, attributes, roles,
+    /// ids, schemas), so the document states them: found by schemathesis, whose values
+    /// the server refused where the document said only "a string".
+    #[test]
+    fn entity_body_fields_carry_the_servers_rules() {
+        fn shape_of<T: Described>(json: &str) -> Shape {
+            T::FIELDS
+                .iter()
+                .find(|f| f.json_name() == json)
+                .map(|f| f.shape)
+                .unwrap_or_else(|| panic!("{} has no field {json}", T::NAME))
+        }
+        assert_eq!(shape_of::<ServiceCreate>("name"), Shape::Name);
+        assert_eq!(shape_of::<ServicePatch>("name"), Shape::Name);
+        assert_eq!(
+            shape_of::<ServiceCreate>("roleAttributes"),
+            Shape::Attributes
+        );
+        assert_eq!(shape_of::<ServiceCreate>("terminatorStrategy"), Shape::Name);
+        assert_eq!(shape_of::<ServiceCreate>("configs"), Shape::Texts);
+        assert_eq!(
+            shape_of::<ServicePolicyCreate>("identityRoles"),
+            Shape::Roles
+        );
+        assert_eq!(shape_of::<ServicePolicyPatch>("serviceRoles"), Shape::Roles);
+        assert_eq!(
+            shape_of::<EdgeRouterPolicyCreate>("edgeRouterRoles"),
+            Shape::Roles
+        );
+        assert_eq!(shape_of::<IdentityCreate>("authPolicyId"), Shape::Name);
+        assert_eq!(shape_of::<ConfigCreate>("configTypeId"), Shape::Name);
+        assert_eq!(shape_of::<ConfigCreate>("data"), Shape::Map);
+        assert_eq!(shape_of::<ConfigTypeCreate>("schema"), Shape::JsonSchema);
+        assert_eq!(shape_of::<AuthenticatorCreate>("password"), Shape::Password);
+        assert_eq!(shape_of::<RemoveMember>("id"), Shape::NodeId);
+        // Fields the refinement must leave alone.
+        assert_eq!(shape_of::<IdentityCreate>("isAdmin"), Shape::Bool);
+        assert_eq!(shape_of::<ServiceCreate>("tags"), Shape::Map);
+    }
 
     #[test]
     fn json_names_are_camel_case() {

@@ -56,13 +56,18 @@ pub enum ErrorCode {
     PreconditionFailed,
     /// An `Idempotency-Key` was used before with another request (method, path or body).
     IdempotencyKeyReused,
+    /// Too many failed logins came from the caller's address lately: `authenticate` is
+    /// refused from there, even with the right credential, until `Retry-After` seconds
+    /// have passed. (Not [`ErrorCode::ServerTooManyRequests`], which is about the
+    /// cluster's write queue, not about this caller.)
+    RateLimited,
     /// A bug: never the answer to a state of the cluster or to bad input.
     Unhandled,
 }
 
 impl ErrorCode {
     /// Every code, for table tests and documentation.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::ClusterNoLeader,
         ErrorCode::ControllerNotInQuorum,
         ErrorCode::Timeout,
@@ -86,6 +91,7 @@ impl ErrorCode {
         ErrorCode::CouldNotProcessCsr,
         ErrorCode::PreconditionFailed,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::RateLimited,
         ErrorCode::Unhandled,
     ];
 
@@ -115,16 +121,20 @@ impl ErrorCode {
             ErrorCode::CouldNotProcessCsr => 400,
             ErrorCode::PreconditionFailed => 412,
             ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::RateLimited => 429,
             ErrorCode::Unhandled => 500,
         }
     }
 
-    /// Whether the response carries `Retry-After` (the client should retry later).
+    /// Whether the response carries `Retry-After` (the client should retry later), and
+    /// its least value. An answer may name a longer wait: [`ErrorCode::RateLimited`]
+    /// names the time left until the caller's failed logins leave the window.
     pub fn retry_after_secs(self) -> Option<u32> {
         match self {
-            ErrorCode::ClusterNoLeader | ErrorCode::Timeout | ErrorCode::ServerTooManyRequests => {
-                Some(1)
-            }
+            ErrorCode::ClusterNoLeader
+            | ErrorCode::Timeout
+            | ErrorCode::ServerTooManyRequests
+            | ErrorCode::RateLimited => Some(1),
             _ => None,
         }
     }
@@ -155,6 +165,7 @@ impl ErrorCode {
             ErrorCode::CouldNotProcessCsr => "COULD_NOT_PROCESS_CSR",
             ErrorCode::PreconditionFailed => "PRECONDITION_FAILED",
             ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unhandled => "UNHANDLED",
         }
     }
@@ -222,6 +233,7 @@ mod tests {
                 422,
                 "IDEMPOTENCY_KEY_REUSED",
             ),
+            (ErrorCode::RateLimited, 429, "RATE_LIMITED"),
             (ErrorCode::Unhandled, 500, "UNHANDLED"),
         ];
         for (code, status, s) in table {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::describe::{same_text, Described, Field, HasShape, Shape};
+use crate::describe::{entity_field_shape, same_text, Described, Field, HasShape, Shape};
 
 /// Free-form tags on an entity.
 pub type Tags = BTreeMap<String, serde_json::Value>;
@@ -65,10 +65,13 @@ macro_rules! entity_bodies {
             const DOC: &'static str = concat!($($cdoc, "\n"),*);
             const CLOSED: bool = true;
             const FIELDS: &'static [Field] = &[
-                Field::new("name", Shape::Text).required().doc(NAME_DOC),
+                Field::new("name", Shape::Name).required().doc(NAME_DOC),
                 $({
-                    let f = Field::new(stringify!($field), <$ty as HasShape>::SHAPE)
-                        .doc(concat!($($fdoc),*));
+                    let f = Field::new(
+                        stringify!($field),
+                        entity_field_shape(stringify!($field), <$ty as HasShape>::SHAPE),
+                    )
+                    .doc(concat!($($fdoc),*));
                     if same_text($default, "required_text") { f.required() } else { f }
                 },)*
                 Field::new("tags", Shape::Map).doc(TAGS_DOC),
@@ -80,9 +83,12 @@ macro_rules! entity_bodies {
             const DOC: &'static str = concat!($($pdoc, "\n"),*);
             const CLOSED: bool = true;
             const FIELDS: &'static [Field] = &[
-                Field::new("name", Shape::Text).doc(NAME_DOC),
-                $(Field::new(stringify!($field), <$ty as HasShape>::SHAPE)
-                    .doc(concat!($($fdoc),*)),)*
+                Field::new("name", Shape::Name).doc(NAME_DOC),
+                $(Field::new(
+                    stringify!($field),
+                    entity_field_shape(stringify!($field), <$ty as HasShape>::SHAPE),
+                )
+                .doc(concat!($($fdoc),*)),)*
                 Field::new("tags", Shape::Map).doc(TAGS_DOC),
             ];
         }

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use weft_controller::limits::{self, Limits};
 use weft_controller::{Controller, ControllerOptions, Timing};
 
 use crate::connect::Global;
@@ -149,6 +150,32 @@ pub struct RunArgs {
     /// snapshot is held in memory).
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_logs_max: u64,
+    /// Largest request body of the API in bytes; a bigger one is 413
+    /// REQUEST_ENTITY_TOO_LARGE. (Raft traffic between controllers has its own cap.)
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) in bytes; a bigger one is answered
+    /// 431 with an empty body and its connection closed. At least 1024.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; more are closed as they come. (Each takes
+    /// a file descriptor: keep `ulimit -n` above this plus the peer connections.)
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections from the other controllers of the cluster (a budget of their own,
+    /// so clients cannot starve raft).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_PEER_CONNECTIONS)]
+    pub max_peer_connections: usize,
+    /// Most client connections from one address (an IPv6 /64 counts as one); 0: no limit.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Failed logins from one address within --login-failure-window-secs after which
+    /// `authenticate` answers 429 RATE_LIMITED (with Retry-After) from there; 0: no limit.
+    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_FAILURES)]
+    pub login_failures_per_ip: u32,
+    /// The sliding window of --login-failures-per-ip, in seconds.
+    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_FAILURE_WINDOW_SECS)]
+    pub login_failure_window_secs: u64,
 }
 
 impl RunArgs {
@@ -173,6 +200,15 @@ impl RunArgs {
             snapshot_logs_max: self.snapshot_logs_max,
             logs_to_keep: (self.snapshot_logs / 10).max(1),
             ..Timing::default()
+        };
+        o.limits = Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            max_peer_connections: self.max_peer_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            login_failures: self.login_failures_per_ip,
+            login_failure_window: Duration::from_secs(self.login_failure_window_secs),
         };
         o
     }
@@ -295,5 +331,65 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(errors::exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec![
+            "weft",
+            "controller",
+            "run",
+            "--data-dir",
+            "d",
+            "--listen",
+            "127.0.0.1:1",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).map(|c| c.cmd) {
+            Ok(Cmd::Controller {
+                cmd: ControllerCmd::Run(args),
+            }) => args,
+            Ok(_) => panic!("not controller run"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn limit_flags_default_to_the_controllers_defaults_and_reach_its_options() {
+        assert_eq!(run_args(&[]).options().limits, Limits::default());
+        let limits = run_args(&[
+            "--max-body-bytes",
+            "10",
+            "--max-header-bytes",
+            "2048",
+            "--max-connections",
+            "3",
+            "--max-peer-connections",
+            "4",
+            "--max-connections-per-ip",
+            "0",
+            "--login-failures-per-ip",
+            "5",
+            "--login-failure-window-secs",
+            "7",
+        ])
+        .options()
+        .limits;
+        assert_eq!(
+            limits,
+            Limits {
+                max_body_bytes: 10,
+                max_header_bytes: 2048,
+                max_connections: 3,
+                max_peer_connections: 4,
+                max_connections_per_ip: 0,
+                login_failures: 5,
+                login_failure_window: Duration::from_secs(7),
+            }
+        );
     }
 }

@@ -16,6 +16,8 @@ use weft_api::ErrorCode;
 use weft_cluster::Node;
 
 use crate::error::ApiError;
+use crate::limits::Limits;
+use crate::login_limit::LoginLimiter;
 use crate::openapi::schemas::{self, entity_model};
 use crate::openapi::{Model, Op};
 use crate::resources::Resource;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub ca_pem: String,
     /// Tokens whose signature this node has already checked.
     pub verified: crate::auth::VerifiedTokens,
+    /// The limits this node enforces (bodies here; connections and heads in `tls`).
+    pub limits: Limits,
+    /// Failed logins per source address (429 `RATE_LIMITED` beyond the limit).
+    pub logins: LoginLimiter,
 }
 
 /// Shared handle type.
@@ -90,9 +96,15 @@ pub fn routes() -> Routes {
                 "How to authenticate.",
                 &["password", "cert"],
             )
+            .describe(
+                "Too many failed logins (401 `INVALID_AUTH`) from one address within a \
+                 window make every `authenticate` call from there 429 `RATE_LIMITED`, with \
+                 `Retry-After` seconds until the oldest of them leaves the window; the right \
+                 credential does not help meanwhile, other addresses are not affected.",
+            )
             .optional_body(Model::of::<PasswordLogin>())
             .ok(Model::of::<ApiSession>())
-            .errors(&[InvalidField, InvalidAuth])
+            .errors(&[InvalidField, InvalidAuth, RateLimited])
     };
     resources::all(Routes::new(), mgmt)
         .get(
@@ -458,8 +470,11 @@ fn api_session_record() -> Model {
 }
 
 /// The controller's router: [`routes`] (and `GET /openapi.json`), the answers to unknown
-/// routes and methods, and the request-id middleware.
+/// routes and methods, the request-id middleware, the body limit of every request
+/// ([`http::BodyLimit`]), and reading what a handler left of a body
+/// ([`http::finish_body`]).
 pub fn router(state: Shared) -> Router {
+    let body_limit = http::BodyLimit(state.limits.max_body_bytes);
     routes()
         .finish()
         .router
@@ -471,6 +486,8 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(http::request_id))
+        .layer(axum::middleware::from_fn(http::finish_body))
+        .layer(axum::Extension(body_limit))
         .with_state(state)
 }
 
@@ -757,6 +774,33 @@ mod tests {
         }
         // Every kind: create and delete, and patch and put for the patchable ones.
         assert!(seen >= EntityKind::ALL.len() * 4, "{seen}");
+    }
+
+    /// Both logins document their rate limit: 429 `RATE_LIMITED` with `Retry-After`. No
+    /// other operation answers it.
+    #[test]
+    fn only_authenticate_documents_the_login_rate_limit() {
+        let doc = document();
+        for (method, path, op) in operations(&doc) {
+            let limited = codes(&doc, &op, 429).contains(&"RATE_LIMITED".into());
+            assert_eq!(
+                limited,
+                path.ends_with("/authenticate"),
+                "{method} {path}: 429 RATE_LIMITED"
+            );
+            if limited {
+                let name = op["responses"]["429"]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/responses/"))
+                    .unwrap_or_default();
+                assert!(
+                    doc["components"]["responses"][name]["headers"]
+                        .get("Retry-After")
+                        .is_some(),
+                    "{method} {path}: 429 without Retry-After"
+                );
+            }
+        }
     }
 
     #[test]

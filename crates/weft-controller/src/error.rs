@@ -10,10 +10,17 @@ use weft_model::DomainError;
 /// A failed request. The code decides the status ([`ErrorCode::status`]).
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// What went wrong, for clients to act on; decides the status.
     pub code: ErrorCode,
+    /// What went wrong, for people.
     pub message: String,
+    /// Which input was wrong (a field's name and why), when there is one.
     pub cause: Option<String>,
+    /// Machine-readable details (`error.data`).
     pub data: Option<serde_json::Value>,
+    /// Seconds for `Retry-After` when longer than the code's least value
+    /// ([`ErrorCode::retry_after_secs`]), e.g. until a login rate limit ends.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,7 +31,15 @@ impl ApiError {
             message: message.into(),
             cause: None,
             data: None,
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to wait `secs` seconds (`Retry-After`); only for codes that carry
+    /// `Retry-After`, and never less than the code's least value.
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// Adds the cause (for field errors: the field's name and why).
@@ -69,7 +84,8 @@ impl ApiError {
             meta: Meta::default(),
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Some(secs) = self.code.retry_after_secs() {
+        if let Some(least) = self.code.retry_after_secs() {
+            let secs = self.retry_after.unwrap_or(least).max(least);
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
         }
@@ -256,6 +272,24 @@ mod tests {
         assert_eq!(api.code, ErrorCode::PreconditionFailed);
         assert_eq!(api.data, Some(serde_json::json!({"version": 5})));
         assert!(api.message.contains("version 5"), "{}", api.message);
+    }
+
+    #[test]
+    fn rate_limited_carries_the_wait_it_names_and_never_less_than_a_second() {
+        let resp = ApiError::new(ErrorCode::RateLimited, "slow down")
+            .with_retry_after(42)
+            .into_response_with_id("r");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "42");
+        let resp = ApiError::new(ErrorCode::RateLimited, "slow down")
+            .with_retry_after(0)
+            .into_response_with_id("r");
+        assert_eq!(resp.headers()["retry-after"], "1");
+        // A code without Retry-After gets none, whatever the error asks.
+        let resp = ApiError::new(ErrorCode::InvalidAuth, "no")
+            .with_retry_after(5)
+            .into_response_with_id("r");
+        assert!(!resp.headers().contains_key("retry-after"));
     }
 
     #[test]

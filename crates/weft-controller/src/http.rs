@@ -16,8 +16,15 @@ use weft_model::filter::{Filter, FilterError, Sort};
 
 use crate::error::ApiError;
 
-/// Largest JSON body accepted (bigger bodies get 413 before they are read whole).
-pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest body accepted when no [`BodyLimit`] is set (bigger bodies get 413 before they
+/// are read whole). The controller's router sets `--max-body-bytes` (the same by default).
+pub const MAX_BODY: usize = crate::limits::DEFAULT_MAX_BODY_BYTES;
+
+/// Request extension (set by the controller's router for every request): the largest
+/// body [`JsonBody`], [`OptionalJsonBody`] and [`RawBody`] accept, from
+/// `limits::Limits::max_body_bytes`. Without it, [`MAX_BODY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
 /// Placeholder replaced by the real request id in [`request_id`].
 pub const PENDING_REQUEST_ID: &str = "-";
 
@@ -58,7 +65,94 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// A JSON body: at most [`MAX_BODY`] bytes (413), valid JSON of the right shape (400
+/// Middleware: reads what a handler left of the request body (at most the request's
+/// [`BodyLimit`], for at most [`DRAIN_TIME`]) before the answer goes out.
+///
+/// A request can be refused before its body is read: no credential (401), no such route
+/// (404), a method the route does not take (405), a bad header. hyper then reads what
+/// has already arrived and, if the body is not complete, closes the connection after the
+/// answer, so a client that sent the body a moment after the head, and reuses the
+/// connection, sees a reset or an EOF instead of its next answer. Reading the rest keeps
+/// the connection usable. A body beyond the limit is not read: that connection closes.
+pub async fn finish_body(req: Request, next: Next) -> Response {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY, |l| l.0);
+    let (parts, body) = req.into_parts();
+    let shared = SharedBody(std::sync::Arc::new(std::sync::Mutex::new(Some(body))));
+    let resp = next
+        .run(Request::from_parts(parts, Body::new(shared.clone())))
+        .await;
+    let rest = shared.take();
+    if let Some(rest) = rest {
+        use hyper::body::Body as _;
+        if !rest.is_end_stream() {
+            discard(rest, limit).await;
+        }
+    }
+    resp
+}
+
+/// A request body the handler reads through a handle, so that [`finish_body`] can take
+/// back what the handler left once it is done.
+#[derive(Clone)]
+struct SharedBody(std::sync::Arc<std::sync::Mutex<Option<Body>>>);
+
+impl SharedBody {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Body>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The body, from now on no longer readable through the handle.
+    fn take(&self) -> Option<Body> {
+        self.lock().take()
+    }
+}
+
+impl hyper::body::Body for SharedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.lock().as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lock().as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.lock()
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Reads and throws away up to `limit` bytes of `body`, for at most [`DRAIN_TIME`].
+async fn discard(mut body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > limit {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// A JSON body: at most [`BodyLimit`] bytes (413), valid JSON of the right shape (400
 /// `COULD_NOT_PARSE_BODY`, the cause names the problem and its position).
 pub struct JsonBody<T>(pub T);
 
@@ -85,12 +179,16 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, empty_ok: bool) -> R
     parse_json(&read_body(req).await?, empty_ok)
 }
 
-/// The whole body, refused with 413 beyond [`MAX_BODY`].
+/// The whole body, refused with 413 beyond the request's [`BodyLimit`].
 async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY, |l| l.0);
     let too_large = || {
         ApiError::new(
             ErrorCode::RequestEntityTooLarge,
-            format!("the body must be at most {MAX_BODY} bytes"),
+            format!("the body must be at most {limit} bytes"),
         )
     };
     let declared = req
@@ -98,12 +196,12 @@ async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+    if declared.is_some_and(|len| len > limit as u64) {
         drain(req.into_body()).await;
         return Err(too_large());
     }
     let mut body = req.into_body();
-    match collect_limited(&mut body, MAX_BODY).await {
+    match collect_limited(&mut body, limit).await {
         Some(b) => Ok(b),
         None => {
             drain(body).await;
@@ -112,7 +210,7 @@ async fn read_body(req: Request<Body>) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
-/// A body of at most [`MAX_BODY`] bytes, for handlers that accept more than JSON (the
+/// A body of at most [`BodyLimit`] bytes, for handlers that accept more than JSON (the
 /// enroll endpoint takes a bare PEM CSR; certificate login takes no body).
 pub struct RawBody(pub bytes::Bytes);
 
@@ -172,20 +270,8 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and discards what is left of a refused body (bounded in size and time).
-async fn drain(mut body: Body) {
-    use http_body_util::BodyExt;
-    let mut seen = 0usize;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                seen += data.len();
-                if seen > DRAIN_LIMIT {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
+async fn drain(body: Body) {
+    discard(body, DRAIN_LIMIT).await;
 }
 
 /// `{"data": ...}` with 200.

@@ -14,6 +14,8 @@ pub mod cluster_api;
 pub mod enroll;
 pub mod error;
 pub mod http;
+pub mod limits;
+pub mod login_limit;
 pub mod openapi;
 pub mod peer_api;
 pub mod pki;
@@ -27,5 +29,6 @@ pub mod tls;
 pub mod tokens;
 pub mod writes;
 
+pub use limits::Limits;
 pub use server::{Controller, ControllerOptions, StartError};
 pub use weft_cluster::{Faults, RpcKind, Timing};

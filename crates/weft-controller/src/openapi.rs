@@ -60,6 +60,12 @@ const CERTIFICATE_SCHEME: &str = "clusterCertificate";
 /// The role an admin session has (a security requirement's scope).
 const ADMIN_ROLE: &str = "admin";
 
+/// The values `If-Match` takes: `*`, or one version, bare or quoted.
+const IF_MATCH_PATTERN: &str = r#"^(\*|[0-9]{1,19}|"[0-9]{1,19}")$"#;
+/// The values `sort` takes: a field, then optionally a direction (any case).
+const SORT_PATTERN: &str =
+    r"^\s*(name|createdAt|updatedAt)(\s+([aA][sS][cC]|[dD][eE][sS][cC]))?\s*$";
+
 /// The codes a read of replicated state can answer: a bad `consistency` (or paging)
 /// value, and the cluster states of a linearizable read.
 const READ_CODES: [ErrorCode; 4] = [
@@ -223,9 +229,13 @@ impl Op {
         self
     }
 
-    /// A longer description (Markdown).
+    /// A longer description (Markdown); each call adds a paragraph.
     pub fn describe(mut self, text: impl Into<String>) -> Op {
-        self.description = Some(text.into());
+        let text = text.into();
+        self.description = Some(match self.description.take() {
+            Some(before) => format!("{before}\n\n{text}"),
+            None => text,
+        });
         self
     }
 
@@ -370,7 +380,11 @@ impl Op {
             "filter",
             false,
             "E.g. `name = \"web\" and tags.env = \"prod\"`.",
-            ObjectBuilder::new().schema_type(Type::String).into(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .pattern(Some(r"\S"))
+                .into(),
         ));
         self.errors(&[ErrorCode::InvalidFilter])
     }
@@ -381,7 +395,10 @@ impl Op {
             "sort",
             false,
             "E.g. `createdAt desc` (default `name asc`).",
-            ObjectBuilder::new().schema_type(Type::String).into(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SORT_PATTERN))
+                .into(),
         ));
         self.errors(&[ErrorCode::InvalidFilter])
     }
@@ -425,7 +442,10 @@ impl Op {
              `ETag` shows it; `*`: any). Checked atomically with the change; a mismatch is \
              412 `PRECONDITION_FAILED` with the current version in `error.data.version`, and \
              changes nothing.",
-            ObjectBuilder::new().schema_type(Type::String).into(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IF_MATCH_PATTERN))
+                .into(),
         ));
         self.errors(&[ErrorCode::InvalidField, ErrorCode::PreconditionFailed])
     }
@@ -767,7 +787,15 @@ impl ApiDoc {
                  operation needs a credential but `authenticate`, `version` and \
                  `health-checks`; `x-weft-auth` names the one each operation takes. Success \
                  is `{data, meta}`, failure `{error: {code, message, cause?, data?, \
-                 requestId}, meta}`; each error code has exactly one status.",
+                 requestId}, meta}`; each error code has exactly one status.\n\nLimits \
+                 (flags of `weft controller run`): a request body beyond `--max-body-bytes` \
+                 is 413 `REQUEST_ENTITY_TOO_LARGE`; a request head beyond \
+                 `--max-header-bytes` or with more than 100 headers is answered `431 Request \
+                 Header Fields Too Large` with an empty body (before the request reaches the \
+                 API: no envelope, no request id) and its connection closed; a connection \
+                 beyond `--max-connections` (or `--max-connections-per-ip`) is closed \
+                 without an answer; too many failed logins from one address make \
+                 `authenticate` 429 `RATE_LIMITED`.",
             ))
             .build();
         let tags: BTreeSet<String> = self
@@ -788,5 +816,122 @@ impl ApiDoc {
             .security(Some(Auth::Session.security()))
             .tags(Some(tags.into_iter().map(Tag::new)))
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The document's patterns against the server's own checks: a value the document
+    //! allows is never refused (found by schemathesis, whose generated values the server
+    //! refused where the document gave no constraint), and the usual mistakes are outside
+    //! the document too.
+
+    use super::schemas::{ATTRIBUTE_PATTERN, NAME_PATTERN, NODE_ID_PATTERN, ROLE_PATTERN};
+    use super::*;
+
+    fn regex(pattern: &str) -> regex_lite::Regex {
+        regex_lite::Regex::new(pattern).expect("a valid pattern")
+    }
+
+    /// Checks `pattern` (and `max_chars`) against `server` on `allowed` and `refused`.
+    fn check(
+        what: &str,
+        pattern: &str,
+        max_chars: usize,
+        server: impl Fn(&str) -> bool,
+        allowed: &[&str],
+        refused: &[&str],
+    ) {
+        let re = regex(pattern);
+        let documented = |v: &str| re.is_match(v) && v.chars().count() <= max_chars;
+        for v in allowed.iter().chain(refused) {
+            if documented(v) {
+                assert!(
+                    server(v),
+                    "{what}: the document allows {v:?}, the server refuses it"
+                );
+            }
+        }
+        for v in allowed {
+            assert!(documented(v), "{what}: the document refuses {v:?}");
+        }
+        for v in refused {
+            assert!(!documented(v), "{what}: the document allows {v:?}");
+        }
+    }
+
+    #[test]
+    fn documented_patterns_allow_only_what_the_server_accepts() {
+        check(
+            "If-Match",
+            IF_MATCH_PATTERN,
+            usize::MAX,
+            |v| crate::writes::parse_if_match(v).is_ok(),
+            &["*", "3", "\"3\"", "0", "1234567890123456789"],
+            &[
+                "",
+                "\"\"",
+                "W/\"3\"",
+                "3, 4",
+                "abc",
+                "-1",
+                "99999999999999999999",
+            ],
+        );
+        check(
+            "sort",
+            SORT_PATTERN,
+            usize::MAX,
+            |v| weft_model::filter::Sort::parse(v).is_ok(),
+            &["name", "createdAt desc", "updatedAt ASC", " name  asc "],
+            &["", "  ", "size", "name up", "name asc desc", "Name"],
+        );
+        check(
+            "filter",
+            r"\S",
+            usize::MAX,
+            |v| weft_model::filter::Filter::parse(v).is_ok(),
+            &["name = \"web\""],
+            &["", "   "],
+        );
+        let long = "x".repeat(255);
+        let too_long = "x".repeat(256);
+        check(
+            "name",
+            NAME_PATTERN,
+            weft_model::validate::MAX_NAME_LEN,
+            |v| weft_model::validate::name("name", v).is_ok(),
+            &["web", " a ", "caf\u{e9}", "a b", &long],
+            &[
+                "", "   ", "a\u{7}b", "a\nb", "a\u{85}b", "\u{7f}", &too_long,
+            ],
+        );
+        let one = |v: &str| vec![v.to_owned()];
+        check(
+            "role attribute",
+            ATTRIBUTE_PATTERN,
+            weft_model::validate::MAX_NAME_LEN,
+            |v| weft_model::validate::role_attributes("a", &one(v)).is_ok(),
+            &["web", "a b", "caf\u{e9}", "x#y", &long],
+            &["", " ", "#web", "@id", "a\u{7}", &too_long],
+        );
+        let long_role = format!("#{long}");
+        let too_long_role = format!("#{too_long}");
+        check(
+            "role",
+            ROLE_PATTERN,
+            weft_model::validate::MAX_NAME_LEN + 1,
+            |v| weft_model::validate::roles("r", &one(v)).is_ok(),
+            &["#all", "#web", "@Ab3", "# a", &long_role],
+            &["", "web", "#", "@", "# ", "#a\u{7}", &too_long_role],
+        );
+        check(
+            "node id",
+            NODE_ID_PATTERN,
+            usize::MAX,
+            |v| crate::cluster_api::parse_node_id("id", v).is_ok(),
+            &["1", "7186026146827377", "1234567890123456789"],
+            &["", "0", "-1", "abc", "1.5", "12345678901234567890"],
+        );
     }
 }

@@ -15,7 +15,7 @@ use weft_cluster::PeerServeError;
 
 use crate::app::Shared;
 use crate::error::ApiError;
-use crate::tls::PeerNode;
+use crate::tls::{ConnectionSlot, PeerNode};
 
 /// Largest peer message (raft batches and snapshots can be big).
 pub const MAX_PEER_BODY: usize = 512 * 1024 * 1024;
@@ -59,6 +59,7 @@ fn require_peer(peer: Option<Extension<PeerNode>>) -> Result<(), ApiError> {
 pub async fn stream(
     State(state): State<Shared>,
     peer: Option<Extension<PeerNode>>,
+    slot: Option<Extension<ConnectionSlot>>,
     mut req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     require_peer(peer)?;
@@ -76,6 +77,8 @@ pub async fn stream(
     let upgrade = hyper::upgrade::on(&mut req);
     let node = state.node.clone();
     tokio::spawn(async move {
+        // The connection stays counted in its listener's budget while the stream runs.
+        let _slot = slot;
         match upgrade.await {
             Ok(io) => node.serve_peer_stream(TokioIo::new(io)).await,
             Err(e) => tracing::debug!(error = %e, "peer stream upgrade failed"),

@@ -27,6 +27,8 @@ use weft_model::Command;
 
 use crate::app::{self, AppState};
 use crate::cluster_api::{JoinCertificate, JoinCertificateRequest, JoinRequest, PendingNode};
+use crate::limits::{Limits, LimitsError};
+use crate::login_limit::LoginLimiter;
 use crate::{pki, tls, tokens};
 
 /// How a controller is started.
@@ -48,6 +50,8 @@ pub struct ControllerOptions {
     pub timing: Timing,
     /// Fault injection for peer traffic (empty outside tests).
     pub faults: Arc<Faults>,
+    /// Request, connection and login limits (see [`crate::limits`]).
+    pub limits: Limits,
 }
 
 impl ControllerOptions {
@@ -65,6 +69,7 @@ impl ControllerOptions {
             session_ttl: Duration::from_secs(30 * 60),
             timing: Timing::default(),
             faults: Arc::new(Faults::default()),
+            limits: Limits::default(),
         }
     }
 }
@@ -86,6 +91,9 @@ pub enum StartError {
     },
     #[error("joining the cluster failed: {0}")]
     Join(String),
+    /// A limit flag that would refuse every request or connection.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
@@ -222,6 +230,7 @@ impl Controller {
     /// Starts a controller according to `opts` (see the module doc).
     pub async fn start(opts: ControllerOptions) -> Result<Controller, StartError> {
         tls::install_crypto_provider();
+        opts.limits.validate()?;
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let listener =
@@ -298,19 +307,26 @@ impl Controller {
             session_ttl: opts.session_ttl,
             ca_pem: ca_pem.clone(),
             verified: Default::default(),
+            limits: opts.limits.clone(),
+            logins: LoginLimiter::new(opts.limits.login_failures, opts.limits.login_failure_window),
         });
         let _ = app::prometheus();
         let tls_config = tls::server_config(&ca_pem, &cert_pem, &key_pem)?;
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
         let listener = listener.ok_or_else(|| StartError::Usage("listener".into()))?;
-        let server = tokio::spawn(tls::serve(
-            listener,
-            tls_config,
-            app::router(state),
-            async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            },
-        ));
+        let limits = opts.limits.clone();
+        let server = tokio::spawn(async move {
+            tls::serve_limited(
+                listener,
+                tls_config,
+                app::router(state),
+                &limits,
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+            )
+            .await
+        });
         let controller = Controller {
             node,
             url: advertise_url,
@@ -600,7 +616,7 @@ async fn wait_to_be_added(
         .with_state(pending.clone());
     tracing::info!(listen = %opts.listen, node_id = id, "waiting for an admin's add-member");
     let mut rx2 = done_rx.clone();
-    tls::serve(listener, tls_config, router, async move {
+    tls::serve_limited(listener, tls_config, router, &opts.limits, async move {
         let _ = rx2.wait_for(|c| c.is_some()).await;
     })
     .await

@@ -5,7 +5,10 @@
 //! node already knows from replicated state. Logging out is a raft write (a revocation),
 //! acknowledged only once committed, so after it no node that applied it accepts the token.
 
-use axum::extract::{Path, RawQuery, State};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::response::Response;
 use weft_api::models::{ApiSession, PasswordLogin};
 use weft_api::ErrorCode;
@@ -74,18 +77,58 @@ fn record(state: &Shared, sid: &str, sub: &str, adm: bool, now: i64, exp: i64) {
 
 /// `POST .../authenticate?method=password` (body `{username, password}`) or
 /// `?method=cert` (no body; the TLS client certificate of an enrolled identity).
+///
+/// Refused with 429 `RATE_LIMITED` while the caller's address has too many recent
+/// failed logins (see [`crate::login_limit`]); every 401 `INVALID_AUTH` answered here
+/// is such a failure.
 pub async fn authenticate(
     State(state): State<Shared>,
     RawQuery(query): RawQuery,
     cert: Option<Extension<ClientCert>>,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let method = query_param(query.as_deref(), "method")?.unwrap_or_default();
+    // Without a connection address (a router driven in-process) there is no one to limit.
+    let attempt = match remote {
+        Some(Extension(ConnectInfo(addr))) => match state.logins.begin(addr.ip(), Instant::now()) {
+            Ok(attempt) => Some(attempt),
+            Err(wait) => return Err(rate_limited(wait)),
+        },
+        None => None,
+    };
+    let result = login(&state, query.as_deref(), cert, &body).await;
+    if let (Some(attempt), Err(e)) = (attempt, &result) {
+        if e.code == ErrorCode::InvalidAuth {
+            attempt.failed(Instant::now());
+        }
+    }
+    result
+}
+
+/// 429 `RATE_LIMITED`, to be retried after `wait` (whole seconds, rounded up).
+fn rate_limited(wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!("too many failed logins from this address; try again in {secs} s"),
+    )
+    .with_retry_after(secs)
+}
+
+/// The login itself, by `method`.
+async fn login(
+    state: &Shared,
+    query: Option<&str>,
+    cert: Option<Extension<ClientCert>>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let method = query_param(query, "method")?.unwrap_or_default();
     match method.as_str() {
-        "password" => password_login(state, parse_json(&body, false)?).await,
+        "password" => password_login(state.clone(), parse_json(body, false)?).await,
         "cert" => {
             let fingerprint = cert.and_then(|Extension(ClientCert(fp))| fp);
-            cert_login(&state, fingerprint.as_deref())
+            cert_login(state, fingerprint.as_deref())
         }
         other => Err(ApiError::field(
             "method",

@@ -17,8 +17,9 @@
 //!   nothing secret.
 //!
 //! [`serve`] is a small accept loop (tokio-rustls + hyper-util HTTP/1.1 + axum) with
-//! handshake timeouts and graceful shutdown. The server certificate can be swapped at
-//! runtime through [`ReloadableServerCert`], returned by [`server_config_reloadable`].
+//! handshake timeouts, graceful shutdown and the connection and request-head limits of
+//! [`crate::limits`]. The server certificate can be swapped at runtime through
+//! [`ReloadableServerCert`], returned by [`server_config_reloadable`].
 
 use std::future::Future;
 use std::io;
@@ -38,18 +39,22 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::limits::{Admission, ConnectionBudget, Limits, Refusal};
 use crate::pki::{der_fingerprint, node_id_from_cert_der};
 
 /// How long a client gets to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client gets to send a complete request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection refused after its handshake gets to receive the TLS close.
+const REFUSED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long in-flight connections may keep running after shutdown was requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Upper bound on the TCP+TLS connect timeout of clients from [`http_client`].
@@ -394,23 +399,47 @@ pub struct PeerNode(pub Option<u64>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCert(pub Option<Arc<str>>);
 
-/// Serves `app` over HTTPS on `listener` until `shutdown` resolves.
-///
-/// Each accepted connection gets its own task: a TLS handshake bounded by
-/// [`HANDSHAKE_TIMEOUT`] (failures are logged at debug level and the connection
-/// dropped), then HTTP/1.1 via hyper with [`PeerNode`] and axum's
-/// `ConnectInfo<SocketAddr>` inserted into every request's extensions. Accept errors
-/// are logged and retried after a short pause, never returned.
-///
-/// When `shutdown` resolves the listener is closed, idle keep-alive connections are
-/// closed, and in-flight requests get up to [`SHUTDOWN_GRACE`] to finish before the
-/// remaining connections are aborted. Returns after that.
+/// [`serve_limited`] with the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_limited(listener, tls, app, &Limits::default(), shutdown).await
+}
+
+/// Request extension set by [`serve`] on every request: the connection's place in its
+/// listener's [`ConnectionBudget`]. A handler that takes the connection over (the peer
+/// stream's upgrade) keeps a clone for as long as it uses the connection, so that the
+/// place is not given back while the connection is still open.
+#[derive(Clone, Debug)]
+pub struct ConnectionSlot(pub Arc<Admission>);
+
+/// Serves `app` over HTTPS on `listener` until `shutdown` resolves.
+///
+/// Each accepted connection takes a place in a [`ConnectionBudget`] of `limits` (or is
+/// closed at once, see [`crate::limits`]) and gets its own task: a TLS handshake bounded
+/// by [`HANDSHAKE_TIMEOUT`] (failures are logged at debug level and the connection
+/// dropped), the move into the clients' or the controllers' budget (a TLS close when
+/// that is used up), then HTTP/1.1 via hyper, with request heads of at most
+/// `limits.max_header_bytes` (431 beyond), and [`PeerNode`], [`ClientCert`] and axum's
+/// `ConnectInfo<SocketAddr>` inserted into every request's extensions. Accept errors
+/// are logged and retried after a short pause, never returned. Every refused connection
+/// counts in `weft_http_connections_refused_total{reason}`.
+///
+/// When `shutdown` resolves the listener is closed, idle keep-alive connections are
+/// closed, and in-flight requests get up to [`SHUTDOWN_GRACE`] to finish before the
+/// remaining connections are aborted. Returns after that.
+pub async fn serve_limited(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: axum::Router,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let budget = ConnectionBudget::new(limits);
+    let max_header_bytes = limits.max_header_bytes;
     let acceptor = TlsAcceptor::from(tls);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
@@ -428,15 +457,23 @@ pub async fn serve(
                 }
             }
             accepted = listener.accept() => match accepted {
-                Ok((tcp, remote)) => {
-                    conns.spawn(serve_connection(
-                        tcp,
-                        remote,
-                        acceptor.clone(),
-                        app.clone(),
-                        stop_rx.clone(),
-                    ));
-                }
+                Ok((tcp, remote)) => match budget.admit(remote.ip()) {
+                    Ok(admission) => {
+                        conns.spawn(serve_connection(
+                            tcp,
+                            Accepted {
+                                remote,
+                                admission,
+                                max_header_bytes,
+                            },
+                            acceptor.clone(),
+                            app.clone(),
+                            stop_rx.clone(),
+                        ));
+                    }
+                    // Dropping the stream closes it before any TLS work is done.
+                    Err(refusal) => refused(remote, refusal),
+                },
                 Err(e) if is_per_connection_error(&e) => {
                     tracing::debug!(error = %e, "accept failed for one connection");
                 }
@@ -475,13 +512,35 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// Logs and counts a connection closed by its budget.
+fn refused(remote: SocketAddr, refusal: Refusal) {
+    tracing::debug!(%remote, reason = refusal.as_str(), "connection refused by the connection limits");
+    metrics::counter!("weft_http_connections_refused_total", "reason" => refusal.as_str())
+        .increment(1);
+}
+
+/// What the accept loop hands a connection's task besides the stream.
+struct Accepted {
+    /// The client's address.
+    remote: SocketAddr,
+    /// Its place in the listener's budget, held until the connection ends.
+    admission: Admission,
+    /// The request-head limit (431 beyond).
+    max_header_bytes: usize,
+}
+
 async fn serve_connection(
     tcp: TcpStream,
-    remote: SocketAddr,
+    accepted: Accepted,
     acceptor: TlsAcceptor,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Accepted {
+        remote,
+        mut admission,
+        max_header_bytes,
+    } = accepted;
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
     let stream = tokio::select! {
@@ -506,16 +565,25 @@ async fn serve_connection(
         .and_then(|chain| chain.first());
     let peer = PeerNode(leaf.and_then(|leaf| node_id_from_cert_der(leaf)));
     let client_cert = ClientCert(leaf.map(|leaf| Arc::from(der_fingerprint(leaf))));
+    if let Err(refusal) = admission.settle(peer.0.is_some()) {
+        refused(remote, refusal);
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSED_CLOSE_TIMEOUT, stream.shutdown()).await;
+        return;
+    }
+    let slot = ConnectionSlot(Arc::new(admission));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(peer);
         req.extensions_mut().insert(client_cert.clone());
+        req.extensions_mut().insert(slot.clone());
         req.extensions_mut().insert(ConnectInfo(remote));
         app.clone().oneshot(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(max_header_bytes);
     // Upgrades: the peer stream (`/fabric/v1/peer-stream`) leaves HTTP after its 101.
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -540,10 +608,10 @@ async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::MAX_HEADERS;
     use crate::pki::{generate_ca, issue_node_cert, CaMaterial};
     use axum::routing::get;
     use axum::Extension;
-    use tokio::io::AsyncWriteExt;
     use tokio::sync::oneshot;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -598,12 +666,19 @@ mod tests {
     }
 
     async fn start(tls: Arc<ServerConfig>) -> Server {
+        start_limited(tls, Limits::default()).await
+    }
+
+    async fn start_limited(tls: Arc<ServerConfig>, limits: Limits) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, tls, app(), async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            serve_limited(listener, tls, app(), &limits, async {
+                let _ = rx.await;
+            })
+            .await
+        });
         Server {
             url: format!("https://127.0.0.1:{}", addr.port()),
             stop: Some(tx),
@@ -797,6 +872,191 @@ mod tests {
             whoami(&client, &server.url).await.unwrap(),
             "None 127.0.0.1"
         );
+        server.stop().await;
+    }
+
+    /// One TLS connection speaking HTTP/1.1 by hand, so that a test knows which
+    /// connection each request used (a pooling client would quietly open another).
+    struct RawConn(tokio_rustls::client::TlsStream<TcpStream>);
+
+    impl RawConn {
+        /// Connects to `server` trusting `ca`, presenting `identity` if given.
+        async fn open(server: &Server, ca: &str, identity: Option<&Node>) -> io::Result<RawConn> {
+            let config = client_config(ca, identity.map(|n| (n.cert.as_str(), n.key.as_str())))
+                .map_err(io::Error::other)?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tcp = TcpStream::connect(server.url.trim_start_matches("https://")).await?;
+            let name = ServerName::try_from("127.0.0.1").map_err(io::Error::other)?;
+            let tls = tokio::time::timeout(TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(io::Error::other)??;
+            Ok(RawConn(tls))
+        }
+
+        /// `GET path` with `headers` (each line ending in CRLF); the answer's status, or
+        /// an error when the connection was closed instead.
+        async fn get(&mut self, path: &str, headers: &str) -> io::Result<u16> {
+            use tokio::io::AsyncReadExt;
+            let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n");
+            let exchange = async {
+                self.0.write_all(head.as_bytes()).await?;
+                self.0.flush().await?;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    let n = self.0.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                };
+                let text = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let status: u16 = text
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| io::Error::other(format!("no status in {text:?}")))?;
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    let n = self.0.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Ok(status)
+            };
+            tokio::time::timeout(TIMEOUT, exchange)
+                .await
+                .map_err(io::Error::other)?
+        }
+    }
+
+    /// Opens a connection and checks that it is served.
+    async fn served(server: &Server, ca: &str, identity: Option<&Node>) -> RawConn {
+        let mut c = RawConn::open(server, ca, identity).await.unwrap();
+        assert_eq!(c.get("/whoami", "").await.unwrap(), 200);
+        c
+    }
+
+    /// Whether a new connection is refused: closed before or right after its handshake.
+    async fn refused(server: &Server, ca: &str, identity: Option<&Node>) -> bool {
+        match RawConn::open(server, ca, identity).await {
+            Err(_) => true,
+            Ok(mut c) => c.get("/whoami", "").await.is_err(),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_and_a_freed_place_is_reused() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let limits = Limits {
+            max_connections: 3,
+            max_peer_connections: 2,
+            max_connections_per_ip: 0,
+            ..Limits::default()
+        };
+        let server = start_limited(
+            server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap(),
+            limits,
+        )
+        .await;
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(served(&server, &ca.cert_pem, None).await);
+        }
+        assert!(
+            refused(&server, &ca.cert_pem, None).await,
+            "a 4th client got in"
+        );
+        // The existing connections still work, each on its own.
+        for c in &mut open {
+            assert_eq!(c.get("/whoami", "").await.unwrap(), 200);
+        }
+        // Another controller gets in: it has a budget of its own.
+        let peer = node(&ca, "peer.example", 7);
+        let mut p = served(&server, &ca.cert_pem, Some(&peer)).await;
+        assert_eq!(p.get("/whoami", "").await.unwrap(), 200);
+        // A closed connection gives its place back.
+        drop(open.pop());
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut again = loop {
+            if let Ok(mut c) = RawConn::open(&server, &ca.cert_pem, None).await {
+                if c.get("/whoami", "").await.is_ok() {
+                    break c;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the freed place was not given to a new connection"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(again.get("/whoami", "").await.unwrap(), 200);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn controllers_beyond_their_own_budget_are_closed_too() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let limits = Limits {
+            max_connections: 1,
+            max_peer_connections: 1,
+            ..Limits::default()
+        };
+        let server = start_limited(
+            server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap(),
+            limits,
+        )
+        .await;
+        let peer = node(&ca, "peer.example", 7);
+        let _p = served(&server, &ca.cert_pem, Some(&peer)).await;
+        // The client budget is still free.
+        let _c = served(&server, &ca.cert_pem, None).await;
+        assert!(refused(&server, &ca.cert_pem, Some(&peer)).await);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_too_large_request_head_gets_431_and_spares_other_connections() {
+        let ca = generate_ca("t").unwrap();
+        let srv = node(&ca, "127.0.0.1", 1);
+        let limits = Limits {
+            max_header_bytes: 8 * 1024,
+            ..Limits::default()
+        };
+        let server = start_limited(
+            server_config(&ca.cert_pem, &srv.cert, &srv.key).unwrap(),
+            limits,
+        )
+        .await;
+        let mut bystander = served(&server, &ca.cert_pem, None).await;
+        // One header of 100 KB.
+        let mut big = RawConn::open(&server, &ca.cert_pem, None).await.unwrap();
+        let header = format!("X-Big: {}\r\n", "a".repeat(100 * 1024));
+        assert_eq!(big.get("/whoami", &header).await.unwrap(), 431);
+        // Then the server closes that connection.
+        assert!(big.get("/whoami", "").await.is_err());
+        // Within the size, but more than MAX_HEADERS headers.
+        let mut many = RawConn::open(&server, &ca.cert_pem, None).await.unwrap();
+        let headers: String = (0..=MAX_HEADERS)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect();
+        assert_eq!(many.get("/whoami", &headers).await.unwrap(), 431);
+        // Just under the size: served.
+        let mut fits = RawConn::open(&server, &ca.cert_pem, None).await.unwrap();
+        let header = format!("X-Fits: {}\r\n", "a".repeat(6 * 1024));
+        assert_eq!(fits.get("/whoami", &header).await.unwrap(), 200);
+        assert_eq!(bystander.get("/whoami", "").await.unwrap(), 200);
         server.stop().await;
     }
 

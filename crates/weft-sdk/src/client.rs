@@ -10,10 +10,10 @@
 //! |---|---|
 //! | 2xx | returns it |
 //! | 421 `CONTROLLER_NOT_IN_QUORUM` | marks that controller down, switches at once to one of `error.data.controllers`, refreshes the member list in the background |
-//! | 503 `CLUSTER_NO_LEADER`, 503 `TIMEOUT`, 429 | waits (exponential backoff, full jitter, at least `Retry-After`), same controller |
+//! | 503 `CLUSTER_NO_LEADER`, 503 `TIMEOUT`, 429 `SERVER_TOO_MANY_REQUESTS` | waits (exponential backoff, full jitter, at least `Retry-After`), same controller |
 //! | connect refused, TLS failure, reset, timeout; a 502/503/504 that is not the API's envelope | marks that controller down, tries the next one at once (waits only when all are down) |
 //! | 401 on a token that had been valid | logs in again once (shared by concurrent calls), retries; a second 401 is returned |
-//! | anything else | [`Error::Api`] with the envelope's code, message and request id |
+//! | anything else (429 `RATE_LIMITED` too: too many failed logins, a wait of a window) | [`Error::Api`] with the envelope's code, message and request id |
 //!
 //! When the next wait would pass the deadline, the call ends with
 //! [`Error::Unavailable`]. Every attempt of one mutating call carries the same
@@ -888,6 +888,9 @@ impl Client {
             let backoff_counter = match (status, code) {
                 (503, _) if is(ErrorCode::ClusterNoLeader) => Some(&stats.no_leader),
                 (503, _) if is(ErrorCode::Timeout) => Some(&stats.timeout),
+                // A login rate limit lasts its window: waiting inside one call would
+                // only hide it; the caller sees RATE_LIMITED and its Retry-After.
+                (429, _) if is(ErrorCode::RateLimited) => None,
                 (429, _) => Some(&stats.too_many),
                 _ => None,
             };

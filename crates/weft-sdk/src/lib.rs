@@ -9,8 +9,9 @@
 //!
 //! * 421 `CONTROLLER_NOT_IN_QUORUM`: switch at once to another controller (the answer's
 //!   `error.data.controllers`), no delay;
-//! * 503 `CLUSTER_NO_LEADER`, 503 `TIMEOUT`, 429: exponential backoff with full jitter,
-//!   never shorter than `Retry-After`, within the call's deadline;
+//! * 503 `CLUSTER_NO_LEADER`, 503 `TIMEOUT`, 429 `SERVER_TOO_MANY_REQUESTS`: exponential
+//!   backoff with full jitter, never shorter than `Retry-After`, within the call's
+//!   deadline (429 `RATE_LIMITED`, a login rate limit, is returned at once);
 //! * connect refused, TLS failure, reset, timeout: mark that controller down for a
 //!   while and try the next one;
 //! * 401 on a token that was valid: log in again once, then retry; never loop;

@@ -185,6 +185,26 @@ async fn no_leader_timeout_and_too_many_back_off_at_least_retry_after() {
 }
 
 #[tokio::test]
+async fn a_login_rate_limit_is_returned_at_once_not_waited_out() {
+    let fake = Fake::start(2).await;
+    let client = fake.builder(None).connect().await.unwrap();
+    fake.script(
+        0,
+        SERVICES,
+        Reply::error(429, "RATE_LIMITED", "too many failed logins")
+            .header("retry-after", "60")
+            .act(),
+    );
+    let started = Instant::now();
+    let err = client.show(SERVICES).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    assert_eq!(err.code(), Some("RATE_LIMITED"));
+    assert_eq!(fake.seen_at(SERVICES).len(), 1, "not retried");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(client.stats().retries_too_many, 0);
+}
+
+#[tokio::test]
 async fn backoff_grows_with_jitter_until_the_answer_changes() {
     let fake = Fake::start(1).await;
     let client = fake

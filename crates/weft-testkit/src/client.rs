@@ -46,6 +46,22 @@ impl TestClient {
         Ok(TestClient { http, token: None })
     }
 
+    /// Like [`TestClient::new`], with connections from the local address `local` (e.g.
+    /// `127.0.0.9`): the controller sees that source address, so tests of per-address
+    /// limits can act as several clients from one machine.
+    pub fn bound(ca_pem: &str, timeout: Duration, local: std::net::IpAddr) -> anyhow::Result<Self> {
+        weft_controller::tls::install_crypto_provider();
+        let config = weft_controller::tls::client_config(ca_pem, None)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .no_proxy()
+            .http1_only()
+            .timeout(timeout)
+            .local_address(local)
+            .build()?;
+        Ok(TestClient { http, token: None })
+    }
+
     /// Sends a request with the current token (if any); `raw` bodies are sent as they are.
     pub async fn send(
         &self,

@@ -2,7 +2,8 @@
 //! goes through a shared fault set ([`inproc`]), a cluster of real `weft` processes that
 //! can be killed, frozen, restarted and partitioned ([`process`], partitions through a
 //! fault-injecting TCP proxy, [`netproxy`]), a linearizability checker for recorded
-//! histories ([`linearizability`]), and a small API client ([`client`]).
+//! histories ([`linearizability`]), a small API client ([`client`]), and single
+//! connections that speak HTTP/1.1 by hand ([`raw`]).
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -10,3 +11,4 @@ pub mod inproc;
 pub mod linearizability;
 pub mod netproxy;
 pub mod process;
+pub mod raw;

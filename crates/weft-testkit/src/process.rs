@@ -213,7 +213,17 @@ impl ProcessCluster {
     /// bootstraps, the others join it one after the other. Returns once every node runs,
     /// is a member, and the cluster has a leader with every node in quorum.
     pub async fn start(bin: impl AsRef<Path>, n: usize) -> anyhow::Result<ProcessCluster> {
-        Self::start_with(bin, n, false, &[]).await
+        ProcessCluster::start_with(bin, n, &[]).await
+    }
+
+    /// [`ProcessCluster::start`], passing `node_args` (e.g. `--max-connections 4`) to
+    /// every `weft controller run` of every node, restarts included.
+    pub async fn start_with(
+        bin: impl AsRef<Path>,
+        n: usize,
+        node_args: &[&str],
+    ) -> anyhow::Result<ProcessCluster> {
+        Self::start_inner(bin, n, false, node_args).await
     }
 
     /// Like [`Self::start`], with every node's peer traffic through a [`PeerProxy`] that
@@ -224,10 +234,10 @@ impl ProcessCluster {
         n: usize,
         node_args: &[&str],
     ) -> anyhow::Result<ProcessCluster> {
-        Self::start_with(bin, n, true, node_args).await
+        Self::start_inner(bin, n, true, node_args).await
     }
 
-    async fn start_with(
+    async fn start_inner(
         bin: impl AsRef<Path>,
         n: usize,
         partitionable: bool,

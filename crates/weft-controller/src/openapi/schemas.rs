@@ -59,6 +59,18 @@ impl Model {
     }
 }
 
+/// What `Shape::Name` allows: no control character (Unicode `Cc`), and at least one
+/// character that is not white space.
+pub const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+/// What an item of `Shape::Attributes` allows: a name whose first character is none of
+/// `#`, `@`, white space (stricter than the server, which takes a leading space).
+pub const ATTRIBUTE_PATTERN: &str =
+    r"^[^#@\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+/// What an item of `Shape::Roles` allows: `#` or `@`, then a name.
+pub const ROLE_PATTERN: &str = r"^[#@][^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+/// What `Shape::NodeId` allows: a node id in decimal (not 0, below 2^64).
+pub const NODE_ID_PATTERN: &str = "^[1-9][0-9]{0,18}$";
+
 /// Doc text as one paragraph (the declaring macros keep each line's leading space).
 fn clean(doc: &str) -> String {
     doc.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -82,6 +94,35 @@ fn field(f: &Field) -> RefOr<Schema> {
     };
     match f.shape {
         Shape::Text => scalar(Type::String).into(),
+        Shape::Name => scalar(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(weft_model::validate::MAX_NAME_LEN))
+            .pattern(Some(NAME_PATTERN))
+            .into(),
+        Shape::NodeId => scalar(Type::String).pattern(Some(NODE_ID_PATTERN)).into(),
+        Shape::Password => scalar(Type::String).min_length(Some(8)).into(),
+        Shape::Attributes => unique_texts(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(weft_model::validate::MAX_NAME_LEN))
+                .pattern(Some(ATTRIBUTE_PATTERN)),
+            doc,
+        ),
+        Shape::Roles => unique_texts(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(weft_model::validate::MAX_NAME_LEN + 1))
+                .pattern(Some(ROLE_PATTERN)),
+            doc,
+        ),
+        Shape::JsonSchema => ObjectBuilder::new()
+            .schema_type(
+                [Type::Object, Type::Boolean]
+                    .into_iter()
+                    .collect::<SchemaType>(),
+            )
+            .description(doc)
+            .into(),
         Shape::Bool => scalar(Type::Boolean).into(),
         Shape::Integer => scalar(Type::Integer).into(),
         Shape::Texts => ArrayBuilder::new()
@@ -107,6 +148,13 @@ fn field(f: &Field) -> RefOr<Schema> {
             .description(doc)
             .into(),
     }
+}
+
+/// An array of distinct strings, each as `item` says.
+fn unique_texts(item: ObjectBuilder, doc: Option<String>) -> RefOr<Schema> {
+    let mut array = ArrayBuilder::new().items(item).description(doc).build();
+    array.unique_items = true;
+    array.into()
 }
 
 /// An object schema with these fields; `closed`: no other field is accepted.
