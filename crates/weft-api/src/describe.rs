@@ -15,9 +15,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::models::{
-    AddMember, ApiSession, AuthenticatorCreate, AuthenticatorPatch, ClusterMember, EnrollRequest,
-    EnrollResult, EnrollmentCreate, EnrollmentPatch, Health, JoinToken, LeaderInOffice,
-    PasswordLogin, RemoveMember, StateHash, TransferLeadership, Version,
+    AddMember, ApiSession, AuthPolicyPrimary, AuthenticatorCreate, AuthenticatorPatch,
+    ClusterMember, EnrollRequest, EnrollResult, EnrollmentCreate, EnrollmentPatch, Health,
+    JoinToken, LeaderInOffice, MethodAllowed, PasswordLogin, RemoveMember, StateHash,
+    TransferLeadership, Version,
 };
 use crate::Pagination;
 
@@ -434,6 +435,25 @@ impl Described for AddMember {
     ];
 }
 
+impl Described for AuthPolicyPrimary {
+    const NAME: &'static str = "AuthPolicyPrimary";
+    const DOC: &'static str = "The primary login methods an auth policy allows; an omitted \
+        method is allowed.";
+    const CLOSED: bool = true;
+    const FIELDS: &'static [Field] = &[
+        Field::new("cert", Shape::Named("MethodAllowed"))
+            .doc("Login with a certificate from enrollment."),
+        Field::new("updb", Shape::Named("MethodAllowed")).doc("Login with a password."),
+    ];
+}
+
+impl Described for MethodAllowed {
+    const NAME: &'static str = "MethodAllowed";
+    const DOC: &'static str = "Whether one login method is allowed.";
+    const CLOSED: bool = true;
+    const FIELDS: &'static [Field] = &[Field::new("allowed", Shape::Bool).required()];
+}
+
 impl Described for RemoveMember {
     const NAME: &'static str = "RemoveMember";
     const DOC: &'static str = "The member to remove.";
@@ -531,6 +551,25 @@ mod tests {
     use super::*;
     use crate::models::*;
 
+    /// `AuthPolicyPrimary` lists exactly its fields (by hand: the sample of a named
+    /// schema, `{}`, is no `MethodAllowed`).
+    #[test]
+    fn auth_policy_primary_lists_its_fields() {
+        let full = serde_json::json!({"cert": {"allowed": true}, "updb": {"allowed": false}});
+        let parsed: AuthPolicyPrimary = serde_json::from_value(full.clone()).unwrap();
+        assert_eq!(serde_json::to_value(parsed).unwrap(), full);
+        let listed: Vec<String> = AuthPolicyPrimary::FIELDS
+            .iter()
+            .map(|f| f.json_name())
+            .collect();
+        assert_eq!(listed, ["cert", "updb"]);
+        assert!(AuthPolicyPrimary::FIELDS
+            .iter()
+            .all(|f| f.shape == Shape::Named("MethodAllowed") && !f.required));
+        assert!(serde_json::from_value::<AuthPolicyPrimary>(serde_json::json!({})).is_ok());
+        assert!(serde_json::from_value::<AuthPolicyPrimary>(serde_json::json!({"x": {}})).is_err());
+    }
+
     /// The entity bodies' fields carry the server's rules (names, attributes, roles,
     /// ids, schemas), so the document states them: found by schemathesis, whose values
     /// the server refused where the document said only "a string".
@@ -616,6 +655,7 @@ mod tests {
             check_described::<StateHash>(),
             check_described::<AddMember>(),
             check_described::<RemoveMember>(),
+            check_described::<MethodAllowed>(),
             check_described::<TransferLeadership>(),
             check_described::<LeaderInOffice>(),
             check_described::<JoinToken>(),

@@ -182,7 +182,7 @@ pub struct AuthPolicyPrimary {
 }
 
 impl crate::describe::HasShape for AuthPolicyPrimary {
-    const SHAPE: crate::describe::Shape = crate::describe::Shape::Json;
+    const SHAPE: crate::describe::Shape = crate::describe::Shape::Named("AuthPolicyPrimary");
 }
 
 /// `enrollment` of an identity create body: what enrollment to open with the identity

@@ -176,9 +176,13 @@ impl Refusal {
 /// The open connections of one listener, by class (see the module doc).
 #[derive(Debug)]
 pub struct ConnectionBudget {
+    /// [`Limits::max_connections`].
     max_clients: usize,
+    /// [`Limits::max_peer_connections`].
     max_peers: usize,
+    /// [`Limits::max_connections_per_ip`] (0: none).
     max_per_ip: usize,
+    /// The connections open now; every change is one short critical section.
     counts: Mutex<Counts>,
 }
 
@@ -199,8 +203,11 @@ struct Counts {
 /// The class a [`Admission`] is counted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
+    /// Its TLS handshake has not finished: who it is is not known yet.
     Pending,
+    /// It presented no controller's certificate.
     Client,
+    /// It presented a controller's certificate.
     Peer,
     /// Refused when settling: counted nowhere any more.
     Gone,
@@ -263,8 +270,11 @@ impl Counts {
 /// One connection's place in a [`ConnectionBudget`]; dropping it frees the place.
 #[derive(Debug)]
 pub struct Admission {
+    /// The budget it is counted in.
     budget: Arc<ConnectionBudget>,
+    /// Its source address's key ([`source_key`]).
     key: IpAddr,
+    /// Where it is counted now.
     class: Class,
 }
 

@@ -65,6 +65,7 @@ pub struct LoginLimiter {
     window: Duration,
     /// Most addresses in `table`.
     capacity: usize,
+    /// The record of each address with recent failures or attempts in flight.
     table: Mutex<HashMap<IpAddr, Entry>>,
 }
 
@@ -72,6 +73,7 @@ pub struct LoginLimiter {
 /// [`Attempt::failed`]; dropping it otherwise counts it as not failed.
 #[derive(Debug)]
 pub struct Attempt<'a> {
+    /// The limiter that let it through.
     limiter: &'a LoginLimiter,
     /// `None` when the limiter is off.
     key: Option<IpAddr>,

@@ -62,10 +62,11 @@ impl Model {
 /// What `Shape::Name` allows: no control character (Unicode `Cc`), and at least one
 /// character that is not white space.
 pub const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
-/// What an item of `Shape::Attributes` allows: a name whose first character is none of
-/// `#`, `@`, white space (stricter than the server, which takes a leading space).
-pub const ATTRIBUTE_PATTERN: &str =
-    r"^[^#@\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+/// What an item of `Shape::Attributes` allows: a name (see [`NAME_PATTERN`]) that does
+/// not start with `#` or `@`: its first character is neither nor white space, or it is
+/// white space and a character that is not comes later. (Exactly the server's rule:
+/// records show stored attributes, which must fit the same schema.)
+pub const ATTRIBUTE_PATTERN: &str = r"^(?:[^#@\s\u0000-\u001F\u007F-\u009F]|[^\S\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F])[^\u0000-\u001F\u007F-\u009F]*$";
 /// What an item of `Shape::Roles` allows: `#` or `@`, then a name.
 pub const ROLE_PATTERN: &str = r"^[#@][^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
 /// What `Shape::NodeId` allows: a node id in decimal (not 0, below 2^64).
@@ -286,6 +287,14 @@ pub(crate) fn shared() -> Vec<(String, Schema)> {
         ),
         {
             let m = Model::of::<weft_api::Pagination>();
+            m.components[0].clone()
+        },
+        {
+            let m = Model::of::<weft_api::models::AuthPolicyPrimary>();
+            m.components[0].clone()
+        },
+        {
+            let m = Model::of::<weft_api::models::MethodAllowed>();
             m.components[0].clone()
         },
         (
