@@ -2,7 +2,7 @@
 //! `Sort::parse` (weft-model), and the whole raw query string to the REST layer's
 //! `parse_read_query` (percent-decoding, `limit`/`offset`/`consistency`). A filter that
 //! parses is evaluated against a few records, so evaluation runs on every tree the
-//! parser can build.
+//! parser can build, and checked against its negation `not (...)`.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -37,8 +37,14 @@ fuzz_target!(|data: &[u8]| {
     let chars = text.chars().count();
     match Filter::parse(text) {
         Ok(filter) => {
+            // `not (F)` matches exactly the records `F` does not (when still within the
+            // length and depth limits).
+            let negated = Filter::parse(&format!("not ({text})")).ok();
             for record in RECORDS.iter() {
-                let _ = filter.matches(record);
+                let matched = filter.matches(record);
+                if let Some(negated) = &negated {
+                    assert_eq!(negated.matches(record), !matched, "{text:?} on {record}");
+                }
             }
         }
         // The position points into the text (or just past its end).

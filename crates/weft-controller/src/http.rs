@@ -353,6 +353,10 @@ fn form_decode(v: &str) -> Option<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = v.get(i + 1..i + 3)?;
+                // Two hex digits exactly: `from_str_radix` alone would take "+A" as 0x0A.
+                if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
             }
@@ -489,6 +493,21 @@ mod tests {
         assert_eq!(form_decode("%"), None);
         assert_eq!(form_decode("%G0"), None);
         assert_eq!(form_decode("%FF"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn form_decode_refuses_a_sign_in_a_percent_escape() {
+        // `u8::from_str_radix` accepts a leading "+": "%+A" used to decode to a newline.
+        assert_eq!(form_decode("%+A"), None);
+        assert_eq!(form_decode("a%+0b"), None);
+        let e = parse_read_query(Some("filter=name%3D%22a%+A%22")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidFilter);
+        assert_eq!(
+            parse_read_query(Some("filter=name%3D%22a%0A%22"))
+                .unwrap()
+                .filter,
+            Some(Filter::parse("name=\"a\n\"").unwrap())
+        );
     }
 
     #[test]
