@@ -151,15 +151,21 @@ pub fn sign_csr(ca: &CaMaterial, csr_pem: &str, node_id: u64) -> Result<String, 
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
+    sign_for_key(ca, params, csr.public_key)
+}
+
+/// Issues the certificate `params` describes for `public_key` (a CSR's), signed by the
+/// cluster CA: the CA's key identifier, a random serial, [`NODE_VALIDITY`].
+fn sign_for_key(
+    ca: &CaMaterial,
+    mut params: CertificateParams,
+    public_key: rcgen::PublicKey,
+) -> Result<String, PkiError> {
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     set_validity(&mut params, NODE_VALIDITY);
-
     let issuer = ca_issuer(ca)?;
-    let request = CertificateSigningRequestParams {
-        params,
-        public_key: csr.public_key,
-    };
+    let request = CertificateSigningRequestParams { params, public_key };
     Ok(request.signed_by(&issuer)?.pem())
 }
 
@@ -202,15 +208,7 @@ pub fn sign_enrollment_csr(
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ServerAuth);
     }
-    params.use_authority_key_identifier_extension = true;
-    params.serial_number = Some(random_serial());
-    set_validity(&mut params, NODE_VALIDITY);
-    let issuer = ca_issuer(ca)?;
-    let request = CertificateSigningRequestParams {
-        params,
-        public_key: csr.public_key,
-    };
-    let pem = request.signed_by(&issuer)?.pem();
+    let pem = sign_for_key(ca, params, csr.public_key)?;
     let fingerprint = ca_fingerprint(&pem)?;
     Ok((pem, fingerprint))
 }

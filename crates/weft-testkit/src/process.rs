@@ -758,12 +758,24 @@ impl ProcessCluster {
 
     /// The health (`data`) of every running, unfrozen node, asked in parallel.
     async fn health_all(&self) -> Vec<(usize, anyhow::Result<Value>)> {
+        self.get_on_running(self.probe.clone(), "/health-checks")
+            .await
+    }
+
+    /// `GET path` (its `data`) on every running, unfrozen node, in parallel, with
+    /// `client` (`None`: every node answers "the cluster CA is not known yet"); sorted by
+    /// node index.
+    async fn get_on_running(
+        &self,
+        client: Option<TestClient>,
+        path: &str,
+    ) -> Vec<(usize, anyhow::Result<Value>)> {
         let mut set = tokio::task::JoinSet::new();
         for i in self.running() {
-            let probe = self.probe.clone();
-            let url = format!("{}/health-checks", self.nodes[i].direct);
+            let client = client.clone();
+            let url = format!("{}{path}", self.nodes[i].direct);
             set.spawn(async move {
-                let r = match probe {
+                let r = match client {
                     None => Err(anyhow::anyhow!("the cluster CA is not known yet")),
                     Some(c) => match c.get(&url).await {
                         Ok(r) if r.status == 200 => Ok(r.data().clone()),
@@ -778,7 +790,7 @@ impl ProcessCluster {
         while let Some(joined) = set.join_next().await {
             match joined {
                 Ok(r) => out.push(r),
-                Err(e) => out.push((usize::MAX, Err(anyhow::anyhow!("health task failed: {e}")))),
+                Err(e) => out.push((usize::MAX, Err(anyhow::anyhow!("{path} task failed: {e}")))),
             }
         }
         out.sort_by_key(|(i, _)| *i);
@@ -1088,28 +1100,8 @@ impl ProcessCluster {
     /// `GET /fabric/v1/cluster/state-hash` (`data`) on every running, unfrozen node, in
     /// parallel, with `admin` (a logged-in admin client).
     pub async fn state_hashes(&self, admin: &TestClient) -> Vec<(usize, anyhow::Result<Value>)> {
-        let mut set = tokio::task::JoinSet::new();
-        for i in self.running() {
-            let c = admin.clone();
-            let url = format!("{}/fabric/v1/cluster/state-hash", self.direct_url(i));
-            set.spawn(async move {
-                let r = match c.get(&url).await {
-                    Ok(r) if r.status == 200 => Ok(r.data().clone()),
-                    Ok(r) => Err(anyhow::anyhow!("HTTP {} {}", r.status, r.body)),
-                    Err(e) => Err(e),
-                };
-                (i, r)
-            });
-        }
-        let mut out = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(r) => out.push(r),
-                Err(e) => out.push((usize::MAX, Err(anyhow::anyhow!("task failed: {e}")))),
-            }
-        }
-        out.sort_by_key(|(i, _)| *i);
-        out
+        self.get_on_running(Some(admin.clone()), "/fabric/v1/cluster/state-hash")
+            .await
     }
 
     /// Waits (bounded) until every node slot runs, unfrozen, all are in quorum under one
